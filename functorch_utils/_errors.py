@@ -85,4 +85,3 @@ def check_bool(api: str, fun: Any, name: str, value: Any) -> None:
             "True or False",
             describe(value),
         )
-

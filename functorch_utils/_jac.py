@@ -1,0 +1,363 @@
+"""``jacrev``, ``jacfwd``, ``jacobian`` and ``hessian``.
+
+Every Jacobian is a pytree shaped like the output whose leaves are pytrees shaped like the
+differentiated argument(s) (a tuple of them when ``argnums`` is a sequence); each leaf has shape
+``out.shape + in.shape``, as in JAX.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.func
+
+from . import _engine
+from ._argnums import check_argnums, resolve_argnums
+from ._errors import check_bool, check_callable, describe, fun_name, raise_type, raise_value
+from ._jvp_vjp import FlatFun, detach_tree
+
+__all__ = ["hessian", "jacfwd", "jacobian", "jacrev"]
+
+
+def _check_chunk_size(api: str, fun: Any, chunk_size: Any) -> None:
+    if chunk_size is None:
+        return
+    if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
+        raise_value(
+            f"{api}({fun_name(fun)}, chunk_size={chunk_size!r})",
+            "chunk_size must be a positive int or None",
+            "e.g. chunk_size=64",
+            describe(chunk_size),
+        )
+
+
+def _out_check(call: str, outs: Sequence[torch.Tensor], holomorphic: bool, api: str) -> None:
+    for o in outs:
+        if holomorphic and not o.is_complex():
+            raise_type(
+                call,
+                "holomorphic=True requires complex outputs",
+                "complex outputs",
+                describe(o),
+                "Drop holomorphic=True for a real-valued function.",
+            )
+        if not holomorphic and not o.is_floating_point():
+            if o.is_complex():
+                raise_type(
+                    call,
+                    f"{api} requires real-valued outputs without holomorphic=True",
+                    "real floating-point outputs",
+                    describe(o),
+                    "Pass holomorphic=True for a holomorphic function, or use vjp directly for a "
+                    "non-holomorphic function with complex outputs.",
+                )
+            raise_type(
+                call,
+                "an output has an integer or boolean dtype, which has no derivative",
+                "floating-point outputs",
+                describe(o),
+                "Compute the output in a floating dtype, or return it through has_aux=True.",
+            )
+
+
+def _assemble(
+    flat: FlatFun, inputs: _engine.Inputs, jac: Sequence[Sequence[torch.Tensor]], single: bool
+) -> Any:
+    """jac[i][j] (output leaf i, primal j) into the output tree of argument trees."""
+    per_out = [inputs.unflatten([_engine.conj_if_complex(t) for t in row], single) for row in jac]
+    return flat.rebuild_out(per_out)
+
+
+def jacrev(
+    fun: Callable[..., Any],
+    argnums: int | tuple[int, ...] | list[int] = 0,
+    has_aux: bool = False,
+    holomorphic: bool = False,
+    allow_int: bool = False,
+    *,
+    chunk_size: int | None = None,
+) -> Callable[..., Any]:
+    """Jacobian of ``fun`` by reverse mode (one VJP per output element), as ``jax.jacrev``.
+
+    Args:
+        fun: Function of pytrees of tensors returning a pytree of tensors (or ``(out, aux)``).
+        argnums: An int or a tuple/list of ints; negative values count from the end.
+        has_aux: ``fun`` returns ``(out, aux)``; the transformed function returns ``(jac, aux)``.
+        holomorphic: ``fun`` is holomorphic (complex inputs and outputs).
+        allow_int: integer leaves get a ``None`` Jacobian instead of raising.
+        chunk_size: compute the VJPs in chunks of this many output elements to bound memory
+            (torch extra; ``None`` computes them all at once).
+
+    Example:
+        >>> import torch
+        >>> from functorch_utils import jacrev
+        >>> jacrev(lambda x: {"sq": x ** 2})(torch.tensor([1.0, 2.0]))
+        {'sq': tensor([[2., 0.],
+                [0., 4.]])}
+    """
+    check_callable("jacrev", fun)
+    return _make_jacrev(fun, argnums, has_aux, holomorphic, allow_int, chunk_size, "jacrev")
+
+
+jacobian = jacrev
+
+
+def _make_jacrev(
+    fun: Callable[..., Any],
+    argnums: Any,
+    has_aux: bool,
+    holomorphic: bool,
+    allow_int: bool,
+    chunk_size: int | None,
+    api: str,
+) -> Callable[..., Any]:
+    name = fun_name(fun)
+    argnums_t, single = check_argnums(api, name, argnums)
+    for flag, value in (
+        ("has_aux", has_aux),
+        ("holomorphic", holomorphic),
+        ("allow_int", allow_int),
+    ):
+        check_bool(api, fun, flag, value)
+    _check_chunk_size(api, fun, chunk_size)
+    call = f"{api}({name})"
+
+    @functools.wraps(fun)
+    def jac_fn(*args: Any, **kwargs: Any) -> Any:
+        idx = resolve_argnums(call, argnums_t, len(args))
+        inputs = _engine.prepare_inputs(
+            call, args, idx, allow_int=allow_int, holomorphic=holomorphic
+        )
+        flat = FlatFun(call, fun, inputs, kwargs, has_aux)
+        if _engine.use_tape():
+            jac, aux = _jacrev_tape(call, flat, inputs, args, idx, kwargs, holomorphic, chunk_size)
+        else:
+            jac, aux = _jacrev_func(call, flat, inputs, holomorphic, chunk_size, api)
+        result = _assemble(flat, inputs, jac, single)
+        return (result, aux) if has_aux else result
+
+    return jac_fn
+
+
+def _jacrev_func(
+    call: str,
+    flat: FlatFun,
+    inputs: _engine.Inputs,
+    holomorphic: bool,
+    chunk_size: int | None,
+    api: str,
+) -> tuple[list[list[torch.Tensor]], Any]:
+    n = len(inputs.primals)
+
+    def checked(*p: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], tuple[Any, ...]]:
+        outs, aux = flat(*p)
+        _out_check(call, outs, holomorphic, api)
+        return outs, aux
+
+    if n == 0:
+        outs, aux_t = checked()
+        jac: list[list[torch.Tensor]] = [[] for _ in outs]
+    else:
+        jac, aux_t = _engine.func_call(
+            call,
+            torch.func.jacrev(
+                checked, argnums=tuple(range(n)), has_aux=True, chunk_size=chunk_size
+            ),
+            *inputs.primals,
+        )
+    aux = flat.rebuild_aux(aux_t) if flat.has_aux else None
+    return [list(row) for row in jac], aux
+
+
+def _jacrev_tape(
+    call: str,
+    flat: FlatFun,
+    inputs: _engine.Inputs,
+    args: tuple[Any, ...],
+    idx: tuple[int, ...],
+    kwargs: dict[str, Any],
+    holomorphic: bool,
+    chunk_size: int | None,
+) -> tuple[list[list[torch.Tensor]], Any]:
+    leaves = [_engine.tape_leaf(p) for p in inputs.primals]
+    with torch.enable_grad():
+        outs, aux = flat.raw(*leaves)
+    _out_check(call, outs, holomorphic, "jacrev")
+    outer = bool(leaves) and _engine.needs_outer_graph(
+        inputs.primals, args, idx, kwargs, outs, leaves
+    )
+    if flat.has_aux and not outer:
+        aux = detach_tree(aux)
+    sizes = [o.numel() for o in outs]
+    total = sum(sizes)
+    live = [o.requires_grad for o in outs]
+    if not leaves:
+        return [[] for _ in outs], aux
+    if total == 0 or not any(live):
+        return [[x.new_zeros(o.shape + x.shape) for x in leaves] for o in outs], aux
+    step = total if chunk_size is None else chunk_size
+    rows: list[list[torch.Tensor]] = [[] for _ in leaves]
+    offsets = [0]
+    for s in sizes:
+        offsets.append(offsets[-1] + s)
+    for r0 in range(0, total, step):
+        r1 = min(total, r0 + step)
+        basis = []
+        for o, lo, hi in zip(outs, offsets, offsets[1:]):
+            # Rows r0..r1 of the identity, restricted to this output's columns.
+            b = torch.zeros((r1 - r0, hi - lo), dtype=o.dtype, device=o.device)
+            a0, a1 = max(r0, lo), min(r1, hi)
+            if a0 < a1:
+                ar = torch.arange(a1 - a0, device=o.device)
+                b[ar + (a0 - r0), ar + (a0 - lo)] = 1
+            basis.append(b.reshape((r1 - r0, *o.shape)))
+        live_outs = [o for o, keep in zip(outs, live) if keep]
+        live_basis = [b for b, keep in zip(basis, live) if keep]
+        grads = torch.autograd.grad(
+            live_outs,
+            leaves,
+            live_basis,
+            retain_graph=True,
+            create_graph=outer,
+            allow_unused=True,
+            is_grads_batched=True,
+        )
+        for j, (g, x) in enumerate(zip(grads, leaves)):
+            rows[j].append(x.new_zeros((r1 - r0, *x.shape)) if g is None else g)
+    full = [torch.cat(r) if len(r) > 1 else r[0] for r in rows]
+    jac = [
+        [full[j][lo:hi].reshape(o.shape + leaves[j].shape) for j in range(len(leaves))]
+        for o, lo, hi in zip(outs, offsets, offsets[1:])
+    ]
+    return jac, aux
+
+
+def jacfwd(
+    fun: Callable[..., Any],
+    argnums: int | tuple[int, ...] | list[int] = 0,
+    has_aux: bool = False,
+    holomorphic: bool = False,
+    *,
+    chunk_size: int | None = None,
+) -> Callable[..., Any]:
+    """Jacobian of ``fun`` by forward mode (one JVP per input element), as ``jax.jacfwd``.
+
+    Inputs must be real unless ``holomorphic=True`` (JAX's rule); complex outputs of real inputs
+    are fine. ``chunk_size`` (torch extra) bounds how many JVPs run at once.
+
+    Example:
+        >>> import torch
+        >>> from functorch_utils import jacfwd
+        >>> jac = jacfwd(lambda x, y: x * y, argnums=(0, 1))(torch.tensor([1.0, 2.0]), torch.tensor(3.0))
+        >>> jac[0], jac[1]
+        (tensor([[3., 0.],
+                [0., 3.]]), tensor([1., 2.]))
+    """
+    check_callable("jacfwd", fun)
+    name = fun_name(fun)
+    argnums_t, single = check_argnums("jacfwd", name, argnums)
+    check_bool("jacfwd", fun, "has_aux", has_aux)
+    check_bool("jacfwd", fun, "holomorphic", holomorphic)
+    _check_chunk_size("jacfwd", fun, chunk_size)
+    call = f"jacfwd({name})"
+
+    @functools.wraps(fun)
+    def jac_fn(*args: Any, **kwargs: Any) -> Any:
+        idx = resolve_argnums(call, argnums_t, len(args))
+        inputs = _engine.prepare_inputs(
+            call, args, idx, allow_int=False, holomorphic=holomorphic, complex_ok=False
+        )
+        flat = FlatFun(call, fun, inputs, kwargs, has_aux)
+        primals = tuple(inputs.primals)
+        n = len(primals)
+
+        def checked(*p: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], tuple[Any, ...]]:
+            outs, aux = flat(*p)
+            if holomorphic:
+                _out_check(call, outs, True, "jacfwd")
+            return outs, aux
+
+        if chunk_size is None and not any(p.is_complex() for p in primals):
+            jac, aux_t = _engine.func_call(
+                call,
+                torch.func.jacfwd(checked, argnums=tuple(range(n)), has_aux=True),
+                *primals,
+            )
+            jac = [list(row) for row in jac]
+        else:
+            # torch.func.jacfwd refuses complex inputs; the same vmap-of-jvp does not.
+            step = chunk_size or max(1, sum(p.numel() for p in primals))
+            jac, aux_t = _jacfwd_chunked(call, checked, primals, step)
+        aux = flat.rebuild_aux(aux_t) if has_aux else None
+        result = flat.rebuild_out([inputs.unflatten(row, single) for row in jac])
+        return (result, aux) if has_aux else result
+
+    return jac_fn
+
+
+def _jacfwd_chunked(
+    call: str,
+    fn: Callable[..., tuple[tuple[torch.Tensor, ...], tuple[Any, ...]]],
+    primals: tuple[torch.Tensor, ...],
+    chunk_size: int,
+) -> tuple[list[list[torch.Tensor]], Any]:
+    sizes = [p.numel() for p in primals]
+    total = sum(sizes)
+    offsets = [0]
+    for s in sizes:
+        offsets.append(offsets[-1] + s)
+
+    def push(*tangents: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return torch.func.jvp(fn, primals, tangents, has_aux=True)[1]
+
+    pieces: list[tuple[torch.Tensor, ...]] = []
+    for r0 in range(0, total, chunk_size):
+        r1 = min(total, r0 + chunk_size)
+        basis = []
+        for p, lo, hi in zip(primals, offsets, offsets[1:]):
+            b = torch.zeros((r1 - r0, hi - lo), dtype=p.dtype, device=p.device)
+            a0, a1 = max(r0, lo), min(r1, hi)
+            if a0 < a1:
+                ar = torch.arange(a1 - a0, device=p.device)
+                b[ar + (a0 - r0), ar + (a0 - lo)] = 1
+            basis.append(b.reshape((r1 - r0, *p.shape)))
+        pieces.append(_engine.func_call(call, torch.func.vmap(push, randomness="error"), *basis))
+    # Aux does not depend on the tangents: evaluate it once, unbatched.
+    outs, aux_t = fn(*primals)
+    n_out = len(outs)
+    jac: list[list[torch.Tensor]] = []
+    for i in range(n_out):
+        t = torch.cat([pc[i] for pc in pieces])  # (N, *out.shape)
+        row = []
+        for p, lo, hi in zip(primals, offsets, offsets[1:]):
+            blk = t[lo:hi]  # (n_j, *out.shape)
+            row.append(blk.movedim(0, -1).reshape(outs[i].shape + p.shape))
+        jac.append(row)
+    return jac, aux_t
+
+
+def hessian(
+    fun: Callable[..., Any],
+    argnums: int | tuple[int, ...] | list[int] = 0,
+    has_aux: bool = False,
+    holomorphic: bool = False,
+) -> Callable[..., Any]:
+    """Hessian of ``fun``: the values of JAX's ``jacfwd(jacrev(fun))``.
+
+    The composition used is reverse-over-reverse, which measured faster than forward-over-reverse
+    on CPU and needs no forward-mode rules; the values are the same. ``has_aux`` is supported
+    (``torch.func.hessian`` has none).
+
+    Example:
+        >>> import torch
+        >>> from functorch_utils import hessian
+        >>> hessian(lambda x: (x ** 3).sum())(torch.tensor([1.0, 2.0]))
+        tensor([[ 6.,  0.],
+                [ 0., 12.]])
+    """
+    check_callable("hessian", fun)
+    inner = _make_jacrev(fun, argnums, has_aux, holomorphic, False, None, "hessian")
+    return _make_jacrev(inner, argnums, has_aux, holomorphic, False, None, "hessian")

@@ -1,0 +1,381 @@
+"""``jvp``, ``vjp`` and ``linearize``: derivatives applied to a tangent or a cotangent."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.func
+
+from . import _engine, _pytree
+from ._errors import (
+    TangentMismatchError,
+    check_bool,
+    check_callable,
+    describe,
+    fun_name,
+    message,
+    raise_type,
+    raise_value,
+)
+
+__all__ = ["jvp", "linearize", "vjp"]
+
+
+# ---------------------------------------------------------------------------------------------
+# shared pieces
+
+
+def split_aux(call: str, res: Any, has_aux: bool) -> tuple[Any, Any]:
+    if not has_aux:
+        return res, None
+    if not (isinstance(res, tuple) and len(res) == 2):
+        raise_type(
+            call,
+            "with has_aux=True the function must return a pair (output, aux)",
+            "a tuple of length 2",
+            describe(res),
+            "Return (output, aux), or drop has_aux=True.",
+        )
+    return res
+
+
+class FlatFun:
+    """``fun`` as a function of the flat differentiable leaves, returning flat tensor outputs.
+
+    The output structure and the non-tensor parts of ``aux`` travel beside torch.func in
+    ``self.out_spec`` / ``self.aux_box`` (torch.func passes only tensors through).
+    """
+
+    __slots__ = ("aux_box", "call", "fun", "has_aux", "inputs", "kwargs", "out_spec", "out_tree")
+
+    def __init__(
+        self,
+        call: str,
+        fun: Callable[..., Any],
+        inputs: _engine.Inputs,
+        kwargs: dict[str, Any],
+        has_aux: bool,
+    ) -> None:
+        self.call = call
+        self.fun = fun
+        self.inputs = inputs
+        self.kwargs = kwargs
+        self.has_aux = has_aux
+        self.out_spec: Any = None
+        self.out_tree: Any = None
+        self.aux_box: Any = None
+
+    def raw(self, *primals: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], Any]:
+        """Outputs as a flat tuple and aux as returned (for the tape)."""
+        res = self.fun(*self.inputs.rebuild(primals), **self.kwargs)
+        out, aux = split_aux(self.call, res, self.has_aux)
+        if isinstance(out, torch.Tensor):
+            self.out_spec = None
+            return (out,), aux
+        leaves, spec = _pytree.flatten(out)
+        self.out_spec = spec
+        leaves = _engine.check_tensor_output(self.call, leaves, "output", "out", out)
+        return tuple(leaves), aux
+
+    def __call__(self, *primals: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], tuple[Any, ...]]:
+        """Outputs and aux tensors as flat tuples (for torch.func)."""
+        outs, aux = self.raw(*primals)
+        if not self.has_aux:
+            return outs, ()
+        leaves, spec = _pytree.flatten(aux)
+        self.aux_box = (leaves, spec)
+        return outs, tuple(x for x in leaves if isinstance(x, torch.Tensor))
+
+    def rebuild_out(self, leaves: Sequence[Any]) -> Any:
+        if self.out_spec is None:
+            return leaves[0]
+        return _pytree.unflatten(self.out_spec, leaves)
+
+    def rebuild_aux(self, tensors: Sequence[torch.Tensor]) -> Any:
+        leaves, spec = self.aux_box
+        it = iter(tensors)
+        return _pytree.unflatten(
+            spec, [next(it) if isinstance(x, torch.Tensor) else x for x in leaves]
+        )
+
+
+def detach_tree(tree: Any) -> Any:
+    leaves, spec = _pytree.flatten(tree)
+    if not any(isinstance(x, torch.Tensor) for x in leaves):
+        return tree
+    return _pytree.unflatten(
+        spec, [x.detach() if isinstance(x, torch.Tensor) else x for x in leaves]
+    )
+
+
+def check_like(
+    call: str,
+    what: str,
+    expected_tree: Any,
+    expected: Sequence[torch.Tensor],
+    expected_spec: Any,
+    given: Any,
+    fix: str,
+) -> list[torch.Tensor]:
+    """``given`` must have ``expected``'s structure, shapes and dtypes (tangents, cotangents)."""
+    if expected_spec is None and isinstance(given, torch.Tensor):
+        leaves = [given]
+    else:
+        leaves, spec = _pytree.flatten(given)
+        if expected_spec is None or spec != expected_spec:
+            raise ValueError(
+                message(
+                    call,
+                    f"the {what} does not have the structure of the value it pairs with",
+                    f"structure {_pytree.flatten(expected_tree)[1]}",
+                    f"structure {_pytree.flatten(given)[1]}",
+                    fix,
+                )
+                + "\n"
+                + _pytree.structure_errors(expected_tree, given, what)
+            )
+    names = None
+    out = []
+    for i, (e, g) in enumerate(zip(expected, leaves)):
+        if not isinstance(g, torch.Tensor):
+            if isinstance(g, (float, int, complex)) and e.dim() == 0:
+                g = torch.tensor(g, dtype=e.dtype, device=e.device)
+            else:
+                names = names or _pytree.leaf_names(given, what)
+                raise_type(
+                    call,
+                    f"{names[i]} is not a tensor",
+                    f"a tensor like {describe(e)}",
+                    describe(g),
+                    fix,
+                )
+        if g.shape != e.shape:
+            names = names or _pytree.leaf_names(given, what)
+            raise_value(
+                call,
+                f"{names[i]} has the wrong shape",
+                f"shape {tuple(e.shape)}",
+                f"shape {tuple(g.shape)}",
+                fix,
+            )
+        if g.dtype != e.dtype and (e.is_floating_point() or e.is_complex()):
+            names = names or _pytree.leaf_names(given, what)
+            raise TangentMismatchError(
+                message(
+                    call,
+                    f"{names[i]} has the wrong dtype",
+                    f"dtype {e.dtype}",
+                    f"dtype {g.dtype}",
+                    fix,
+                )
+            )
+        out.append(g)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# vjp
+
+
+def vjp(fun: Callable[..., Any], *primals: Any, has_aux: bool = False) -> tuple[Any, ...]:
+    """Evaluate ``fun(*primals)`` and return its vector-Jacobian product function, as ``jax.vjp``.
+
+    Args:
+        fun: Function of pytrees of tensors returning a pytree of tensors (or ``(out, aux)``).
+        *primals: The point; every floating/complex leaf is differentiated. Integer leaves get a
+            ``None`` cotangent.
+        has_aux: ``fun`` returns ``(out, aux)``.
+
+    Returns:
+        ``(out, vjp_fn)`` or ``(out, vjp_fn, aux)``. ``vjp_fn(ct)`` takes a cotangent with the
+        structure, shapes and dtypes of ``out`` and returns a tuple with one entry per primal. It
+        can be called many times.
+
+    Example:
+        >>> import torch
+        >>> from functorch_utils import vjp
+        >>> out, f_vjp = vjp(lambda x, y: x * y, torch.tensor([1.0, 2.0]), torch.tensor(3.0))
+        >>> f_vjp(torch.ones(2))
+        (tensor([3., 3.]), tensor(3.))
+    """
+    check_callable("vjp", fun)
+    check_bool("vjp", fun, "has_aux", has_aux)
+    call = f"vjp({fun_name(fun)})"
+    argnums = tuple(range(len(primals)))
+    inputs = _engine.prepare_inputs(call, primals, argnums, allow_int=True, holomorphic=False)
+    flat = FlatFun(call, fun, inputs, {}, has_aux)
+    pull_call = f"{call} -> vjp_fn(ct)"
+    fix = "Pass a cotangent shaped like the function's output."
+
+    if _engine.use_tape():
+        leaves = [_engine.tape_leaf(p) for p in inputs.primals]
+        with torch.enable_grad():
+            graph_outs, aux = flat.raw(*leaves)
+        outer = bool(leaves) and _engine.needs_outer_graph(
+            inputs.primals, primals, argnums, {}, graph_outs, leaves
+        )
+        outs = graph_outs if outer else tuple(o.detach() for o in graph_outs)
+        if has_aux and not outer:
+            aux = detach_tree(aux)
+        out_tree = flat.rebuild_out(list(outs))
+
+        def pullback_tape(cts: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+            create = outer or (torch.is_grad_enabled() and any(c.requires_grad for c in cts))
+            return _engine.tape_grad(
+                graph_outs,
+                [_engine.conj_if_complex(c) for c in cts],
+                leaves,
+                create_graph=create,
+                retain_graph=True,
+            )
+
+        pullback = pullback_tape
+    else:
+        out_flat, torch_vjp, aux_t = _engine.func_call(
+            call, lambda *p: torch.func.vjp(flat, *p, has_aux=True), *inputs.primals
+        )
+        outs = tuple(out_flat)
+        out_tree = flat.rebuild_out(list(outs))
+        aux = flat.rebuild_aux(aux_t) if has_aux else None
+
+        def pullback_func(cts: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+            return tuple(torch_vjp(tuple(_engine.conj_if_complex(c) for c in cts)))
+
+        pullback = pullback_func
+
+    out_spec = flat.out_spec
+    expected = list(outs)
+
+    def vjp_fn(ct: Any) -> tuple[Any, ...]:
+        cts = check_like(pull_call, "cotangent", out_tree, expected, out_spec, ct, fix)
+        grads = pullback(cts)
+        return inputs.unflatten([_engine.conj_if_complex(g) for g in grads], single=False)
+
+    return (out_tree, vjp_fn, aux) if has_aux else (out_tree, vjp_fn)
+
+
+# ---------------------------------------------------------------------------------------------
+# jvp and linearize
+
+
+def _check_primals_tangents(call: str, primals: Any, tangents: Any) -> None:
+    if not isinstance(primals, (tuple, list)) or not isinstance(tangents, (tuple, list)):
+        raise_type(
+            call,
+            "primals and tangents must be tuples or lists (one entry per positional argument)",
+            "e.g. jvp(f, (x,), (v,))",
+            f"primals={describe(primals)}, tangents={describe(tangents)}",
+            "Wrap a single argument in a tuple: (x,).",
+        )
+    if len(primals) != len(tangents):
+        raise_value(
+            call,
+            "primals and tangents have different lengths",
+            f"{len(primals)} tangents, one per primal",
+            f"{len(tangents)}",
+            "Pass one tangent per positional argument.",
+        )
+
+
+def _tangent_leaves(call: str, inputs: _engine.Inputs, tangents: Sequence[Any]) -> list[Any]:
+    """The tangents of the differentiated leaves, checked against the primals."""
+    fix = "Pass tangents with the primals' structure, shapes and dtypes."
+    flat: list[Any] = [None] * len(inputs.primals)
+    for k, spec, leaves, slots in zip(inputs.argnums, inputs.specs, inputs.leaves, inputs.slots):
+        expected = [
+            inputs.primals[s] if s >= 0 else torch.as_tensor(leaf) for leaf, s in zip(leaves, slots)
+        ]
+        tree = inputs.args[k]
+        given = check_like(call, f"tangents[{k}]", tree, expected, spec, tangents[k], fix)
+        for s, g in zip(slots, given):
+            if s >= 0:
+                flat[s] = g
+    return flat
+
+
+def jvp(
+    fun: Callable[..., Any], primals: Sequence[Any], tangents: Sequence[Any], has_aux: bool = False
+) -> tuple[Any, ...]:
+    """Jacobian-vector product of ``fun`` at ``primals`` along ``tangents``, as ``jax.jvp``.
+
+    Args:
+        fun: Function of pytrees of tensors returning a pytree of tensors (or ``(out, aux)``).
+        primals: Tuple or list of the positional arguments.
+        tangents: Tuple or list with the structure, shapes and dtypes of ``primals``.
+        has_aux: ``fun`` returns ``(out, aux)``.
+
+    Returns:
+        ``(out, tangent_out)`` or ``(out, tangent_out, aux)``.
+
+    Example:
+        >>> import torch
+        >>> from functorch_utils import jvp
+        >>> jvp(torch.sin, (torch.tensor(0.0),), (torch.tensor(2.0),))
+        (tensor(0.), tensor(2.))
+    """
+    check_callable("jvp", fun)
+    check_bool("jvp", fun, "has_aux", has_aux)
+    call = f"jvp({fun_name(fun)})"
+    _check_primals_tangents(call, primals, tangents)
+    primals = tuple(primals)
+    inputs = _engine.prepare_inputs(
+        call, primals, tuple(range(len(primals))), allow_int=True, holomorphic=False
+    )
+    tans = _tangent_leaves(call, inputs, tangents)
+    flat = FlatFun(call, fun, inputs, {}, has_aux)
+    if inputs.primals:
+        outs, touts, aux_t = _engine.func_call(
+            call,
+            lambda: torch.func.jvp(flat, tuple(inputs.primals), tuple(tans), has_aux=True),
+        )
+    else:
+        outs, aux_t = flat()
+        touts = tuple(torch.zeros_like(o) for o in outs)
+    out_tree = flat.rebuild_out(list(outs))
+    tout_tree = flat.rebuild_out(list(touts))
+    if has_aux:
+        return out_tree, tout_tree, flat.rebuild_aux(aux_t)
+    return out_tree, tout_tree
+
+
+def linearize(fun: Callable[..., Any], *primals: Any, has_aux: bool = False) -> tuple[Any, ...]:
+    """``fun``'s value at ``primals`` and its JVP there as a function, as ``jax.linearize``.
+
+    ``f_jvp(*tangents)`` takes tangents with the primals' structure and returns the output
+    tangent. Each call runs one forward-mode pass at the stored primals (torch has no partial
+    evaluation, so the forward computation is repeated rather than stored as a linear program).
+
+    Returns:
+        ``(out, f_jvp)`` or ``(out, f_jvp, aux)``.
+
+    Example:
+        >>> import torch
+        >>> from functorch_utils import linearize
+        >>> out, f_jvp = linearize(lambda x: x ** 3, torch.tensor(2.0))
+        >>> out, f_jvp(torch.tensor(1.0)), f_jvp(torch.tensor(0.5))
+        (tensor(8.), tensor(12.), tensor(6.))
+    """
+    check_callable("linearize", fun)
+    check_bool("linearize", fun, "has_aux", has_aux)
+    call = f"linearize({fun_name(fun)})"
+    zeros = [
+        _pytree.unflatten(spec, [torch.zeros_like(torch.as_tensor(x)) for x in leaves])
+        for leaves, spec in (_pytree.flatten(p) for p in primals)
+    ]
+    res = jvp(fun, primals, zeros, has_aux=has_aux)
+    out, aux = res[0], (res[2] if has_aux else None)
+    n = len(primals)
+
+    def f_jvp(*tangents: Any) -> Any:
+        if len(tangents) != n:
+            raise_type(
+                f"{call} -> f_jvp(*tangents)",
+                "f_jvp takes one tangent per primal",
+                f"{n} tangents",
+                f"{len(tangents)}",
+            )
+        return jvp(fun, primals, tangents, has_aux=has_aux)[1]
+
+    return (out, f_jvp, aux) if has_aux else (out, f_jvp)
