@@ -56,7 +56,7 @@ _is_compiling = torch.compiler.is_compiling
 
 def use_tape() -> bool:
     """True when reverse mode can run on the autograd tape (see NOTE [two engines])."""
-    return _maybe_current_level() is None and not _is_compiling()
+    return not _is_compiling() and _maybe_current_level() is None
 
 
 # ---------------------------------------------------------------------------------------------
