@@ -1,0 +1,138 @@
+"""jvp, vjp, linearize: values, structures, reuse, errors."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+import torch.func
+
+import functorch_utils as fu
+
+from .helpers import Params, tree_allclose
+
+D = torch.float64
+
+
+def f(p, x):
+    return {"y": p.w * x.sin(), "s": (p.b * x).sum()}
+
+
+@pytest.fixture
+def args():
+    return Params(torch.randn(3, dtype=D), torch.randn(3, dtype=D)), torch.randn(3, dtype=D)
+
+
+def test_vjp_values_structure_and_reuse(args):
+    out, vjp_fn = fu.vjp(f, *args)
+    ref_out, ref_vjp = torch.func.vjp(lambda w, b, x: f(Params(w, b), x), args[0].w, args[0].b, args[1])
+    tree_allclose(out, ref_out)
+    for _ in range(2):  # reusable
+        ct = {"y": torch.randn(3, dtype=D), "s": torch.tensor(0.7, dtype=D)}
+        gp, gx = vjp_fn(ct)
+        rw, rb, rx = ref_vjp(ct)
+        assert isinstance(gp, Params)
+        tree_allclose((gp.w, gp.b, gx), (rw, rb, rx))
+
+
+def test_vjp_has_aux_and_int_primals():
+    out, vjp_fn, aux = fu.vjp(lambda x, n: (x * n, "aux"), torch.ones(2), 3, has_aux=True)
+    assert aux == "aux"
+    gx, gn = vjp_fn(torch.ones(2))
+    assert gn is None and torch.equal(gx, torch.full((2,), 3.0))
+
+
+def test_vjp_cotangent_errors_pinned(args):
+    _, vjp_fn = fu.vjp(f, *args)
+
+    def ct(**kw):
+        return {"y": torch.ones(3, dtype=D), "s": torch.tensor(1.0, dtype=D), **kw}
+
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "vjp(f) -> vjp_fn(ct): cotangent['y'] has the wrong shape; expected shape (3,), got "
+            "shape (2,). Pass a cotangent shaped like the function's output."
+        ),
+    ):
+        vjp_fn(ct(y=torch.ones(2, dtype=D)))
+    with pytest.raises(ValueError, match=re.escape("cotangent['s'] has the wrong dtype")):
+        vjp_fn(ct(s=torch.tensor(1.0)))
+    with pytest.raises(TypeError, match=re.escape("has the wrong dtype")):  # also a TypeError
+        vjp_fn(ct(s=torch.tensor(1.0)))
+    with pytest.raises(ValueError, match=re.escape("missing key(s)")):
+        vjp_fn({"y": torch.ones(3, dtype=D)})
+
+
+def test_vjp_complex_convention():
+    z = torch.tensor([1 + 2j], dtype=torch.complex128)
+    # JAX: vjp of z**2 at z with ct 1 is 2z (transpose, no conjugation)
+    _, vjp_fn = fu.vjp(lambda z: z**2, z)
+    tree_allclose(vjp_fn(torch.ones_like(z))[0], 2 * z)
+    _, vjp_fn = torch.func.vmap(lambda z: fu.vjp(lambda z: z**2, z)[0], in_dims=0), None
+    out = torch.func.vmap(lambda z: fu.vjp(lambda z: z**2, z)[1](torch.ones_like(z))[0])(z)
+    tree_allclose(out, 2 * z)
+
+
+def test_jvp_values_and_pytrees(args):
+    tangents = (Params(torch.ones(3, dtype=D), torch.zeros(3, dtype=D)), torch.ones(3, dtype=D))
+    out, tout = fu.jvp(f, args, tangents)
+    p, x = args
+    tree_allclose(tout["y"], x.sin() + p.w * x.cos())
+    tree_allclose(tout["s"], p.b.sum())
+    assert fu.jvp(f, list(args), list(tangents))[0].keys() == out.keys()
+
+
+def test_jvp_has_aux():
+    out, tout, aux = fu.jvp(lambda x: (x**2, {"k": 1}), (torch.tensor(3.0),), (torch.tensor(1.0),), has_aux=True)
+    assert aux == {"k": 1} and tout.item() == 6.0
+
+
+def test_jvp_python_float_primal():
+    out, tout = fu.jvp(lambda x: x**3, (2.0,), (1.0,))
+    assert out.item() == 8.0 and tout.item() == 12.0
+
+
+def test_jvp_errors_pinned():
+    x = torch.ones(3)
+    with pytest.raises(TypeError, match=re.escape("jvp(sin): primals and tangents must be tuples or lists")):
+        fu.jvp(torch.sin, x, x)
+    with pytest.raises(
+        ValueError,
+        match=re.escape("jvp(sin): tangents[0] has the wrong shape; expected shape (3,), got shape (2,)."),
+    ):
+        fu.jvp(torch.sin, (x,), (torch.ones(2),))
+    with pytest.raises(ValueError, match=re.escape("tangents[0] has the wrong dtype; expected dtype torch.float32, got dtype torch.float64")):
+        fu.jvp(torch.sin, (x,), (torch.ones(3, dtype=D),))
+    with pytest.raises(ValueError, match=re.escape("does not have the structure")):
+        fu.jvp(lambda t: t[0], ((x, x),), ((x,),))
+    with pytest.raises(ValueError, match=re.escape("different lengths")):
+        fu.jvp(torch.sin, (x,), (x, x))
+
+
+def test_linearize():
+    out, f_jvp, aux = fu.linearize(lambda x: (x.sin(), "a"), torch.tensor(0.5, dtype=D), has_aux=True)
+    assert aux == "a"
+    tree_allclose(out, torch.tensor(0.5, dtype=D).sin())
+    tree_allclose(f_jvp(torch.tensor(2.0, dtype=D)), 2 * torch.tensor(0.5, dtype=D).cos())
+    with pytest.raises(TypeError, match=re.escape("f_jvp takes one tangent per primal")):
+        f_jvp()
+
+
+def test_grad_equals_vjp_of_one(args):
+    def scalar(p, x):
+        return (p.w * x.sin()).sum() + (p.b**2).sum()
+
+    g = fu.grad(scalar, argnums=(0, 1))(*args)
+    _, vjp_fn = fu.vjp(scalar, *args)
+    tree_allclose(g, vjp_fn(torch.tensor(1.0, dtype=D)), rtol=0, atol=0)
+
+
+def test_vjp_inside_grad_and_jvp_inside_grad():
+    x = torch.tensor([0.3, 0.4], dtype=D)
+    # d/dx sum(vjp(sin)(x)(1)) = d/dx sum(cos x) = -sin x
+    g = fu.grad(lambda x: fu.vjp(torch.sin, x)[1](torch.ones_like(x))[0].sum())(x)
+    tree_allclose(g, -x.sin())
+    g = fu.grad(lambda x: fu.jvp(torch.sin, (x,), (torch.ones_like(x),))[1].sum())(x)
+    tree_allclose(g, -x.sin())
