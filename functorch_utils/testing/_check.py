@@ -672,8 +672,9 @@ def _flat_problem(call: str, f: Callable[..., Any], a: _Args) -> tuple[_Problem,
 
 def _args_flat_up_to(a: _Args, cts: Any, call: str, label: str) -> tuple[Any, ...]:
     expected = optree.tree_unflatten(a.spec, a.leaves)
+    got: Any = tuple(cts)
     try:
-        subs = a.spec.flatten_up_to(tuple(cts))
+        subs: list[Any] = a.spec.flatten_up_to(got)
     except (ValueError, TypeError):
         raise AssertionError(
             f"{call}: {_label_text(label)}: the cotangents do not have the structure of args:\n"

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 
-def pytest_configure(config):  # type: ignore[no-untyped-def]
+def pytest_configure(config: Any) -> None:
     config.addinivalue_line("markers", "cuda: the test needs a CUDA device; skipped without one")
     try:
         from hypothesis import settings
