@@ -292,10 +292,20 @@ def jacfwd(
             step = chunk_size or max(1, sum(p.numel() for p in primals))
             jac, aux_t = _jacfwd_chunked(call, checked, primals, step)
         aux = flat.rebuild_aux(aux_t) if has_aux else None
-        result = flat.rebuild_out([inputs.unflatten(row, single) for row in jac])
+        result = flat.rebuild_out(
+            [
+                inputs.unflatten(row if d is None else [t.to(d) for t in row], single)
+                for row, d in zip(jac, _fix_dtypes(flat, jac))
+            ]
+        )
         return (result, aux) if has_aux else result
 
     return jac_fn
+
+
+def _fix_dtypes(flat: FlatFun, jac: Sequence[Sequence[torch.Tensor]]) -> list[Any]:
+    """Per output row, the dtype to cast to where forward mode promoted it (see cast_tangents)."""
+    return [d if any(t.dtype != d for t in row) else None for row, d in zip(jac, flat.out_dtypes)]
 
 
 def _jacfwd_chunked(

@@ -48,7 +48,7 @@ class FlatFun:
     ``self.out_spec`` / ``self.aux_box`` (torch.func passes only tensors through).
     """
 
-    __slots__ = ("aux_box", "call", "fun", "has_aux", "inputs", "kwargs", "out_spec", "out_tree")
+    __slots__ = ("aux_box", "call", "fun", "has_aux", "inputs", "kwargs", "out_dtypes", "out_spec")
 
     def __init__(
         self,
@@ -64,7 +64,7 @@ class FlatFun:
         self.kwargs = kwargs
         self.has_aux = has_aux
         self.out_spec: Any = None
-        self.out_tree: Any = None
+        self.out_dtypes: list[torch.dtype] = []
         self.aux_box: Any = None
 
     def raw(self, *primals: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], Any]:
@@ -73,11 +73,21 @@ class FlatFun:
         out, aux = split_aux(self.call, res, self.has_aux)
         if isinstance(out, torch.Tensor):
             self.out_spec = None
+            self.out_dtypes = [out.dtype]
             return (out,), aux
         leaves, spec = _pytree.flatten(out)
         self.out_spec = spec
         leaves = _engine.check_tensor_output(self.call, leaves, "output", "out", out)
+        self.out_dtypes = [x.dtype for x in leaves]
         return tuple(leaves), aux
+
+    def cast_tangents(self, touts: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Tangents in their output's dtype, as JAX guarantees.
+
+        torch's forward mode promotes Python-scalar arithmetic on 0-d tensors to float64 in the
+        tangent (``jvp(lambda x: 0.0 + x)`` of a float32 ``x`` has a float64 tangent).
+        """
+        return [t if t.dtype == d else t.to(d) for t, d in zip(touts, self.out_dtypes)]
 
     def __call__(self, *primals: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], tuple[Any, ...]]:
         """Outputs and aux tensors as flat tuples (for torch.func)."""
@@ -334,7 +344,7 @@ def jvp(
         outs, aux_t = flat()
         touts = tuple(torch.zeros_like(o) for o in outs)
     out_tree = flat.rebuild_out(list(outs))
-    tout_tree = flat.rebuild_out(list(touts))
+    tout_tree = flat.rebuild_out(flat.cast_tangents(touts))
     if has_aux:
         return out_tree, tout_tree, flat.rebuild_aux(aux_t)
     return out_tree, tout_tree

@@ -23,10 +23,14 @@ def test_direct_engine_call_matches_autograd_grad():
     x = torch.randn(3, requires_grad=True)
     out = (x.sin() * x).sum()
     (ref,) = torch.autograd.grad(out, x, retain_graph=True)
-    (ours,) = _engine.tape_grad((out,), (torch.ones_like(out),), (x,), create_graph=False, retain_graph=True)
+    (ours,) = _engine.tape_grad(
+        (out,), (torch.ones_like(out),), (x,), create_graph=False, retain_graph=True
+    )
     assert torch.equal(ref, ours)
     y = torch.randn(2, requires_grad=True)
-    (z,) = _engine.tape_grad((out,), (torch.ones_like(out),), (y,), create_graph=False, retain_graph=False)
+    (z,) = _engine.tape_grad(
+        (out,), (torch.ones_like(out),), (y,), create_graph=False, retain_graph=False
+    )
     assert torch.equal(z, torch.zeros(2))
 
 

@@ -124,7 +124,9 @@ def test_int_input_error_names_key_path():
 
 
 def test_non_tensor_leaf_error():
-    with pytest.raises(TypeError, match=re.escape("differentiated input args[0][1] is not a tensor")):
+    with pytest.raises(
+        TypeError, match=re.escape("differentiated input args[0][1] is not a tensor")
+    ):
         fu.grad(lambda t: t[0].sum())((torch.ones(2), "text"))
 
 
@@ -135,7 +137,7 @@ def test_has_aux_any_aux_and_no_derivative():
     def f(x):
         return (x**2).sum(), {**aux_in, "t": x * 2}
 
-    g, aux = fu.grad(f, has_aux=True)(x)
+    _g, aux = fu.grad(f, has_aux=True)(x)
     assert aux["s"] == "label" and aux["f"] == 0.5
     assert torch.equal(aux["t"], x * 2) and not aux["t"].requires_grad
     # under a transform (torch.func engine), aux comes back unwrapped and non-tensors intact
@@ -146,7 +148,7 @@ def test_has_aux_any_aux_and_no_derivative():
         seen.append(aux["s"])
         return g, aux["t"]
 
-    gs, ts = torch.func.vmap(inner)(torch.ones(3, 2))
+    _gs, ts = torch.func.vmap(inner)(torch.ones(3, 2))
     assert seen == ["label"] and ts.shape == (3, 2) and torch.equal(ts, torch.full((3, 2), 2.0))
 
 
@@ -273,7 +275,7 @@ class _Legacy(torch.autograd.Function):
 def test_legacy_autograd_function_top_level_and_error_under_vmap():
     x = torch.tensor([1.0, 2.0])
     assert torch.equal(fu.grad(lambda x: _Legacy.apply(x).sum())(x), 2 * x)
-    v, g = fu.value_and_grad(lambda x: _Legacy.apply(x).sum())(x)
+    _v, g = fu.value_and_grad(lambda x: _Legacy.apply(x).sum())(x)
     assert torch.equal(g, 2 * x)
     with pytest.raises(TypeError, match=re.escape("legacy torch.autograd.Function")):
         torch.func.vmap(fu.grad(lambda x: _Legacy.apply(x).sum()))(torch.ones(3, 2))

@@ -58,7 +58,7 @@ def test_chunk_size(chunk_size, p):
 
 def test_has_aux(p):
     for jac in (fu.jacrev, fu.jacfwd, fu.hessian):
-        j, aux = jac(lambda p: ((p["a"] ** 3).sum(), {"n": 3, "t": p["b"]}), has_aux=True)(p)
+        _j, aux = jac(lambda p: ((p["a"] ** 3).sum(), {"n": 3, "t": p["b"]}), has_aux=True)(p)
         assert aux["n"] == 3 and torch.equal(aux["t"], p["b"])
 
 

@@ -26,7 +26,9 @@ def args():
 
 def test_vjp_values_structure_and_reuse(args):
     out, vjp_fn = fu.vjp(f, *args)
-    ref_out, ref_vjp = torch.func.vjp(lambda w, b, x: f(Params(w, b), x), args[0].w, args[0].b, args[1])
+    ref_out, ref_vjp = torch.func.vjp(
+        lambda w, b, x: f(Params(w, b), x), args[0].w, args[0].b, args[1]
+    )
     tree_allclose(out, ref_out)
     for _ in range(2):  # reusable
         ct = {"y": torch.randn(3, dtype=D), "s": torch.tensor(0.7, dtype=D)}
@@ -37,7 +39,7 @@ def test_vjp_values_structure_and_reuse(args):
 
 
 def test_vjp_has_aux_and_int_primals():
-    out, vjp_fn, aux = fu.vjp(lambda x, n: (x * n, "aux"), torch.ones(2), 3, has_aux=True)
+    _out, vjp_fn, aux = fu.vjp(lambda x, n: (x * n, "aux"), torch.ones(2), 3, has_aux=True)
     assert aux == "aux"
     gx, gn = vjp_fn(torch.ones(2))
     assert gn is None and torch.equal(gx, torch.full((2,), 3.0))
@@ -85,7 +87,9 @@ def test_jvp_values_and_pytrees(args):
 
 
 def test_jvp_has_aux():
-    out, tout, aux = fu.jvp(lambda x: (x**2, {"k": 1}), (torch.tensor(3.0),), (torch.tensor(1.0),), has_aux=True)
+    _out, tout, aux = fu.jvp(
+        lambda x: (x**2, {"k": 1}), (torch.tensor(3.0),), (torch.tensor(1.0),), has_aux=True
+    )
     assert aux == {"k": 1} and tout.item() == 6.0
 
 
@@ -96,14 +100,23 @@ def test_jvp_python_float_primal():
 
 def test_jvp_errors_pinned():
     x = torch.ones(3)
-    with pytest.raises(TypeError, match=re.escape("jvp(sin): primals and tangents must be tuples or lists")):
+    with pytest.raises(
+        TypeError, match=re.escape("jvp(sin): primals and tangents must be tuples or lists")
+    ):
         fu.jvp(torch.sin, x, x)
     with pytest.raises(
         ValueError,
-        match=re.escape("jvp(sin): tangents[0] has the wrong shape; expected shape (3,), got shape (2,)."),
+        match=re.escape(
+            "jvp(sin): tangents[0] has the wrong shape; expected shape (3,), got shape (2,)."
+        ),
     ):
         fu.jvp(torch.sin, (x,), (torch.ones(2),))
-    with pytest.raises(ValueError, match=re.escape("tangents[0] has the wrong dtype; expected dtype torch.float32, got dtype torch.float64")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "tangents[0] has the wrong dtype; expected dtype torch.float32, got dtype torch.float64"
+        ),
+    ):
         fu.jvp(torch.sin, (x,), (torch.ones(3, dtype=D),))
     with pytest.raises(ValueError, match=re.escape("does not have the structure")):
         fu.jvp(lambda t: t[0], ((x, x),), ((x,),))
@@ -112,7 +125,9 @@ def test_jvp_errors_pinned():
 
 
 def test_linearize():
-    out, f_jvp, aux = fu.linearize(lambda x: (x.sin(), "a"), torch.tensor(0.5, dtype=D), has_aux=True)
+    out, f_jvp, aux = fu.linearize(
+        lambda x: (x.sin(), "a"), torch.tensor(0.5, dtype=D), has_aux=True
+    )
     assert aux == "a"
     tree_allclose(out, torch.tensor(0.5, dtype=D).sin())
     tree_allclose(f_jvp(torch.tensor(2.0, dtype=D)), 2 * torch.tensor(0.5, dtype=D).cos())

@@ -52,14 +52,17 @@ def test_register_dataclass_explicit_fields_and_errors():
 
 
 def test_namedtuple_and_transpose():
-    leaves, spec = tu.tree_flatten(Point(1, (2, 3)))
+    leaves, _spec = tu.tree_flatten(Point(1, (2, 3)))
     assert leaves == [1, 2, 3]
     outer, inner = tu.tree_structure([0, 0]), tu.tree_structure(Point(0, 0))
     assert tu.tree_transpose(outer, inner, [Point(1, 2), Point(3, 4)]) == Point([1, 3], [2, 4])
 
 
 def test_ravel_pytree_roundtrip_and_promotion():
-    tree = {"a": torch.ones(2, 2, dtype=torch.float32), "b": (torch.arange(3, dtype=torch.float64), None)}
+    tree = {
+        "a": torch.ones(2, 2, dtype=torch.float32),
+        "b": (torch.arange(3, dtype=torch.float64), None),
+    }
     flat, unravel = ravel_pytree(tree)
     assert flat.shape == (7,) and flat.dtype == torch.float64
     back = unravel(flat)
