@@ -212,6 +212,8 @@ class _PSumScatter(torch.autograd.Function):
     ) -> tuple[torch.Tensor, int | None]:
         x_dim, token_dim = in_dims
         if token_dim is None:
+            if x_dim == 0:  # the level below scatters its leading dim: move this batch dim off it
+                x, x_dim = x.movedim(0, 1), 1
             return _PSumScatter.apply(x, token), None if x_dim is None else x_dim - 1
         if x_dim is None:  # every member holds the same x: member i gets n * x[i]
             return x * info.batch_size, 0
