@@ -287,6 +287,7 @@ def needs_outer_graph(
 # seeding), a third of the cost of a tiny gradient. The tape path calls the function it wraps,
 # ``torch.autograd.graph._engine_run_backward`` (private), with everything already normalised, and
 # falls back to ``torch.autograd.grad`` where it is missing. tests/test_engine.py pins both.
+_run_backward: Callable[..., tuple[torch.Tensor | None, ...]] | None
 try:
     from torch.autograd.graph import _engine_run_backward as _run_backward
 except ImportError:  # pragma: no cover - older or newer torch

@@ -357,7 +357,7 @@ def register_dataclass(
 
     optree.register_pytree_node(
         nodetype,  # type: ignore[arg-type]
-        flatten,  # type: ignore[arg-type]
+        flatten,
         unflatten,  # type: ignore[arg-type]
         path_entry_type=optree.GetAttrEntry,
         namespace=NAMESPACE,
