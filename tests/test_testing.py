@@ -443,3 +443,16 @@ def test_assert_trees_allclose_dtype_defaults(dtype: torch.dtype, ok: float, bad
 def test_hypothesis_is_not_imported_by_testing() -> None:
     code = "import sys, functorch_utils.testing; assert 'hypothesis' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_complex_pairing_follows_jax() -> None:
+    # functorch_utils.vjp follows JAX (the bilinear pairing); torch.func.vjp's conjugated
+    # cotangent is the wrong rule under that convention and must be caught.
+    z = torch.randn(4, dtype=torch.complex128, generator=torch.Generator().manual_seed(0))
+
+    def f(z: torch.Tensor) -> torch.Tensor:
+        return z * z
+
+    check_vjp(f, functools.partial(functorch_utils.vjp, f), (z,))
+    with pytest.raises(AssertionError, match=re.escape("VJP (reverse mode) check failed")):
+        check_vjp(f, functools.partial(torch.func.vjp, f), (z,))
