@@ -53,6 +53,8 @@ __all__ = [
 ]
 
 _RANDOMNESS = ("error", "different", "same")
+# The body returns (mapped outputs, unmapped outputs); torch broadcasts this prefix over them.
+_OUT_DIMS: Any = (0, None)
 
 
 class UnboundAxisNameError(NameError):
@@ -615,8 +617,9 @@ def _leaf_labels(fun: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> lis
     for root, arg in zip(_arg_roots(fun, len(args)), args):
         accs, _, _ = optree.tree_flatten_with_accessor(arg, none_is_leaf=True, namespace=NAMESPACE)
         labels.extend(a.codify(root) for a in accs)
+    kw_tree: Any = kwargs
     kw_accs, _, _ = optree.tree_flatten_with_accessor(
-        kwargs, none_is_leaf=True, namespace=NAMESPACE
+        kw_tree, none_is_leaf=True, namespace=NAMESPACE
     )
     labels.extend(_kw_label(a.codify("kwargs")) for a in kw_accs)
     return labels
@@ -756,20 +759,30 @@ def vmap(
     in_axes_is_leaf = in_axes is None or isinstance(in_axes, int)
     out_axes_is_leaf = out_axes is None or isinstance(out_axes, int)
     out_has_none = None in optree.tree_leaves(out_axes, none_is_leaf=True, namespace=NAMESPACE)
+    in_axes_tree: Any = in_axes
+    axes_tree: Any = (in_axes, 0)  # keyword arguments are mapped over axis 0
+    # in_axes broadcast to the leaves, per argument structure (PyTreeSpecs are hashable)
+    axes_cache: dict[optree.PyTreeSpec, list[Any]] = {}
 
     @functools.wraps(fun)
     def batched(*args: Any, **kwargs: Any) -> Any:
         # 1. Flatten the arguments and give each leaf its axis.
-        leaves, spec = optree.tree_flatten((args, kwargs), none_is_leaf=True, namespace=NAMESPACE)
+        tree: Any = (args, kwargs)
+        leaves: list[Any]
+        leaves, spec = optree.tree_flatten(tree, none_is_leaf=True, namespace=NAMESPACE)
+        axes: list[Any] | None
         if in_axes_is_leaf and not kwargs:
-            axes: list[Any] = [in_axes] * len(leaves)
-        else:
+            axes = [in_axes] * len(leaves)
+        elif (axes := axes_cache.get(spec)) is None:
             try:
                 axes = optree.broadcast_prefix(
-                    (in_axes, 0), (args, kwargs), none_is_leaf=True, namespace=NAMESPACE
+                    axes_tree, tree, none_is_leaf=True, namespace=NAMESPACE
                 )
             except ValueError:
-                errors = optree.prefix_errors(in_axes, args, none_is_leaf=True, namespace=NAMESPACE)
+                args_tree: Any = args
+                errors = optree.prefix_errors(
+                    in_axes_tree, args_tree, none_is_leaf=True, namespace=NAMESPACE
+                )
                 detail = "\n".join(str(e("in_axes")) for e in errors[:3])
                 n_in = len(in_axes) if isinstance(in_axes, tuple) else "?"
                 raise ValueError(
@@ -783,6 +796,9 @@ def vmap(
                     )
                     + ("\n" + detail if detail else "")
                 ) from None
+            if len(axes_cache) >= 64:  # bound the cache for functions called with many structures
+                axes_cache.clear()
+            axes_cache[spec] = axes
 
         # 2. Normalise axes, check ranges and sizes.
         flat_in: list[torch.Tensor] = []
@@ -853,7 +869,7 @@ def vmap(
         n_mapped = len(positions)
         out_cell: list[Any] = []
 
-        def body(*flat: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+        def body(*flat: torch.Tensor) -> Any:
             full = list(leaves)
             for p, t in zip(positions, flat):
                 full[p] = t
@@ -929,14 +945,17 @@ def vmap(
                     ax = ax + ndim if ax < 0 else ax
                 plan.append((j, ax))
             out_cell[:] = [out_leaves, out_spec, plan]
-            return tuple(mapped), tuple(unmapped)
+            if out_has_none:
+                return tuple(mapped), tuple(unmapped)
+            # torch.func unwraps a lone tensor without any pytree work: the common case
+            return mapped[0] if len(mapped) == 1 else tuple(mapped)
 
         # 4. Run torch.func.vmap, translating torch's bare errors for user mistakes.
         try:
-            mapped_out, unmapped_out = torch.func.vmap(
+            res = torch.func.vmap(
                 body,
                 in_dims=tuple(in_dims),
-                out_dims=(0, None),
+                out_dims=_OUT_DIMS if out_has_none else 0,
                 randomness=randomness,
                 chunk_size=chunk_size,
             )(*flat_in)
@@ -949,6 +968,12 @@ def vmap(
         # 5. Rebuild the output.
         out_leaves, out_spec, plan = out_cell
         result = list(out_leaves)
+        mapped_out: Sequence[torch.Tensor]
+        unmapped_out: Sequence[torch.Tensor]
+        if out_has_none:
+            mapped_out, unmapped_out = res
+        else:
+            mapped_out, unmapped_out = ((res,) if isinstance(res, torch.Tensor) else res), ()
         it_m, it_u = iter(mapped_out), iter(unmapped_out)
         for j, ax in plan:
             if ax is None:

@@ -65,9 +65,7 @@ def loop_vmap(
     stacked = []
     for j, ax in enumerate(o_axes):
         col = [ol[j] for ol in out_leaves]
-        if not isinstance(col[0], torch.Tensor):
-            stacked.append(col[0])
-        elif ax is None:
+        if not isinstance(col[0], torch.Tensor) or ax is None:
             stacked.append(col[0])
         else:
             stacked.append(torch.stack(col, dim=ax))
