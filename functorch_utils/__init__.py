@@ -9,15 +9,29 @@ Example:
 
 from . import flatten_util as flatten_util
 from . import tree_util as tree_util
+from ._custom import checkpoint as checkpoint
+from ._custom import custom_jvp as custom_jvp
+from ._custom import custom_vjp as custom_vjp
+from ._custom import remat as remat
+from ._custom import stop_gradient as stop_gradient
 from ._grad import grad as grad
 from ._grad import value_and_grad as value_and_grad
 from ._jac import hessian as hessian
+from ._jac import hvp as hvp
 from ._jac import jacfwd as jacfwd
 from ._jac import jacobian as jacobian
 from ._jac import jacrev as jacrev
 from ._jvp_vjp import jvp as jvp
+from ._jvp_vjp import linear_transpose as linear_transpose
 from ._jvp_vjp import linearize as linearize
 from ._jvp_vjp import vjp as vjp
+from ._vmap import all_gather as all_gather
+from ._vmap import axis_index as axis_index
+from ._vmap import pmax as pmax
+from ._vmap import pmean as pmean
+from ._vmap import pmin as pmin
+from ._vmap import psum as psum
+from ._vmap import vmap as vmap
 
 __version__ = "0.1.0.dev0"
 
@@ -29,11 +43,27 @@ __all__ = [
     # forward mode
     "jvp",
     "linearize",
+    "linear_transpose",
     # Jacobians and curvature
     "jacrev",
     "jacfwd",
     "jacobian",
     "hessian",
+    "hvp",
+    # custom rules, gradient control, memory
+    "custom_vjp",
+    "custom_jvp",
+    "stop_gradient",
+    "checkpoint",
+    "remat",
+    # batching
+    "vmap",
+    "psum",
+    "pmean",
+    "pmax",
+    "pmin",
+    "all_gather",
+    "axis_index",
     # sub-modules
     "flatten_util",
     "tree_util",

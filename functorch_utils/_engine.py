@@ -43,6 +43,7 @@ __all__ = [
     "Inputs",
     "prepare_inputs",
     "use_tape",
+    "nested_forward_mode",
     "needs_outer_graph",
     "tape_leaf",
     "func_call",
@@ -52,6 +53,22 @@ __all__ = [
 
 _maybe_current_level = torch._C._functorch.maybe_current_level
 _is_compiling = torch.compiler.is_compiling
+
+
+def nested_forward_mode() -> bool:
+    """Whether two or more forward-mode (jvp) levels are active.
+
+    torch drops the outer tangent through an ``autograd.Function``'s ``jvp`` staticmethod under
+    nested forward mode (forward-over-forward gives zeros), so custom rules refuse it rather than
+    return a wrong answer. Uses the private ``retrieve_all_functorch_interpreters``; pinned in
+    tests/test_engine.py.
+    """
+    try:
+        from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
+    except ImportError:  # pragma: no cover
+        return False
+    jvp = torch._C._functorch.TransformType.Jvp
+    return sum(1 for i in retrieve_all_functorch_interpreters() if i.key() == jvp) >= 2
 
 
 def use_tape() -> bool:
@@ -94,7 +111,8 @@ class Inputs:
         args = list(self.args)
         for k, spec, leaves, slots in zip(self.argnums, self.specs, self.leaves, self.slots):
             if spec is None:
-                args[k] = primals[slots[0]]
+                if slots[0] >= 0:  # a bare integer argument (slot -1) stays as given
+                    args[k] = primals[slots[0]]
             else:
                 new = [leaf if s < 0 else primals[s] for leaf, s in zip(leaves, slots)]
                 args[k] = _pytree.unflatten(spec, new)
@@ -108,7 +126,7 @@ class Inputs:
         out = []
         for spec, slots in zip(self.specs, self.slots):
             if spec is None:
-                out.append(flat[slots[0]])
+                out.append(flat[slots[0]] if slots[0] >= 0 else None)
             else:
                 out.append(_pytree.unflatten(spec, [None if s < 0 else flat[s] for s in slots]))
         return out[0] if single else tuple(out)

@@ -20,7 +20,7 @@ from ._errors import (
     raise_value,
 )
 
-__all__ = ["jvp", "linearize", "vjp"]
+__all__ = ["jvp", "linear_transpose", "linearize", "vjp"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -270,7 +270,7 @@ def vjp(fun: Callable[..., Any], *primals: Any, has_aux: bool = False) -> tuple[
 # jvp and linearize
 
 
-def _check_primals_tangents(call: str, primals: Any, tangents: Any) -> None:
+def check_primals_tangents(call: str, primals: Any, tangents: Any) -> None:
     if not isinstance(primals, (tuple, list)) or not isinstance(tangents, (tuple, list)):
         raise_type(
             call,
@@ -328,7 +328,7 @@ def jvp(
     check_callable("jvp", fun)
     check_bool("jvp", fun, "has_aux", has_aux)
     call = f"jvp({fun_name(fun)})"
-    _check_primals_tangents(call, primals, tangents)
+    check_primals_tangents(call, primals, tangents)
     primals = tuple(primals)
     inputs = _engine.prepare_inputs(
         call, primals, tuple(range(len(primals))), allow_int=True, holomorphic=False
@@ -389,3 +389,61 @@ def linearize(fun: Callable[..., Any], *primals: Any, has_aux: bool = False) -> 
         return jvp(fun, primals, tangents, has_aux=has_aux)[1]
 
     return (out, f_jvp, aux) if has_aux else (out, f_jvp)
+
+
+def linear_transpose(fun: Callable[..., Any], *primals: Any) -> Callable[..., tuple[Any, ...]]:
+    """The transpose of a linear ``fun``, as ``jax.linear_transpose``.
+
+    ``primals`` give the input structure, shapes and dtypes (their values are not used).
+    ``f_t(ct)`` takes a cotangent shaped like ``fun``'s output and returns a tuple with one entry
+    per primal: ``A^T ct`` for ``fun(x) = A x`` (a plain transpose: no conjugation for complex
+    maps). ``fun`` is checked for linearity where it can be: ``fun(0)`` must be zero and
+    ``fun(2r) = 2 fun(r)`` at a random point ``r``; otherwise ``ValueError``.
+
+    Example:
+        >>> import torch
+        >>> from functorch_utils import linear_transpose
+        >>> A = torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
+        >>> f_t = linear_transpose(lambda x: A @ x, torch.zeros(2))
+        >>> f_t(torch.tensor([1.0, 0.0, 0.0]))
+        (tensor([1., 2.]),)
+    """
+    check_callable("linear_transpose", fun)
+    call = f"linear_transpose({fun_name(fun)})"
+
+    def like(fill: Callable[[torch.Tensor], torch.Tensor]) -> tuple[Any, ...]:
+        out = []
+        for p in primals:
+            leaves, spec = _pytree.flatten(p)
+            out.append(_pytree.unflatten(spec, [fill(torch.as_tensor(x)) for x in leaves]))
+        return tuple(out)
+
+    zeros = like(torch.zeros_like)
+    out0, vjp_fn = vjp(fun, *zeros)
+    gen = torch.Generator().manual_seed(0)
+    r = like(lambda x: torch.randn(x.shape, generator=gen, dtype=x.dtype).to(x.device))
+    r2 = tuple(
+        _pytree.unflatten(s, [2 * x for x in leaves])
+        for leaves, s in (_pytree.flatten(t) for t in r)
+    )
+    with torch.no_grad():
+        f1 = _pytree.flatten(fun(*r))[0]
+        f2 = _pytree.flatten(fun(*r2))[0]
+    nonzero = any(bool((o != 0).any()) for o in _pytree.flatten(out0)[0])
+    if nonzero or not all(
+        torch.allclose(b, 2 * a, rtol=1e-4, atol=1e-6 * max(1.0, float(a.abs().sum())))
+        for a, b in zip(f1, f2)
+    ):
+        raise_value(
+            call,
+            "fun is not linear"
+            + (" (fun(0) is not zero)" if nonzero else " (fun(2x) != 2 fun(x))"),
+            "a linear function of the primals",
+            "a function failing the check",
+            "Transpose only linear maps; for a non-linear function use vjp at a point.",
+        )
+
+    def f_t(ct: Any) -> tuple[Any, ...]:
+        return vjp_fn(ct)
+
+    return f_t

@@ -45,3 +45,16 @@ def test_nested_top_level_transforms_stay_on_tape_and_are_correct():
     h = fu.jacrev(fu.grad(lambda x: (x.sin() * x).sum()))(x)
     ref = torch.func.hessian(lambda x: (x.sin() * x).sum())(x)
     torch.testing.assert_close(h, ref)
+
+
+def test_nested_forward_mode_hook():
+    seen = []
+
+    def probe(x):
+        seen.append(_engine.nested_forward_mode())
+        return x
+
+    one = torch.tensor(1.0)
+    torch.func.jvp(probe, (one,), (one,))
+    torch.func.jvp(lambda x: torch.func.jvp(probe, (x,), (one,))[1], (one,), (one,))
+    assert seen == [False, True]

@@ -291,3 +291,15 @@ def test_engines_agree():
     looped = torch.stack([fu.grad(f)(x) for x in xs])
     batched = torch.func.vmap(fu.grad(f))(xs)
     torch.testing.assert_close(looped, batched, rtol=0, atol=1e-15)
+
+
+def test_bare_integer_argument_is_kept_and_gets_none():
+    a, n = torch.tensor([1.0, 2.0]), torch.tensor([10, 20])
+    (v, aux), g = fu.value_and_grad(
+        lambda a, n: ((a * n).sum(), a * n), argnums=(0, 1), has_aux=True, allow_int=True
+    )(a, n)
+    assert v.item() == 50.0 and g[1] is None and torch.equal(g[0], torch.tensor([10.0, 20.0]))
+    out, vjp_fn = fu.vjp(lambda a, n: a * n, a, n)
+    assert torch.equal(out, torch.tensor([10.0, 40.0]))
+    assert vjp_fn(torch.ones(2))[1] is None
+    assert torch.equal(fu.jvp(lambda a, n: a * n, (a, n), (a, n))[0], torch.tensor([10.0, 40.0]))
