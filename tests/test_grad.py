@@ -295,7 +295,7 @@ def test_engines_agree():
 
 def test_bare_integer_argument_is_kept_and_gets_none():
     a, n = torch.tensor([1.0, 2.0]), torch.tensor([10, 20])
-    (v, aux), g = fu.value_and_grad(
+    (v, _aux), g = fu.value_and_grad(
         lambda a, n: ((a * n).sum(), a * n), argnums=(0, 1), has_aux=True, allow_int=True
     )(a, n)
     assert v.item() == 50.0 and g[1] is None and torch.equal(g[0], torch.tensor([10.0, 20.0]))
