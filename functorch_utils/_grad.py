@@ -245,14 +245,33 @@ def _func(
         value, vjp_fn, aux_t = _engine.func_call(
             call, lambda *p: torch.func.vjp(split_aux, *p, has_aux=True), *primals
         )
-        grads = vjp_fn(torch.ones_like(value))
-    else:
-        argnums = tuple(range(len(primals)))
+        grads = tuple(vjp_fn(torch.ones_like(value)))
+    elif has_aux:
+        argnums = 0 if len(primals) == 1 else tuple(range(len(primals)))
         grads, (value, aux_t) = _engine.func_call(
             call, torch.func.grad_and_value(split_aux, argnums=argnums, has_aux=True), *primals
         )
+        grads = (grads,) if len(primals) == 1 else tuple(grads)
+    else:
+        # The lean call (int argnums for one primal, no aux): each of torch.func's tuple/aux
+        # paths costs measurable time per call under vmap (benchmarks/bench_core.py).
+        if len(primals) == 1:
+            g1, value = _engine.func_call(
+                call, torch.func.grad_and_value(lambda p: flat(p)[0]), primals[0]
+            )
+            grads = (g1,)
+        else:
+            gs, value = _engine.func_call(
+                call,
+                torch.func.grad_and_value(
+                    lambda *p: flat(*p)[0], argnums=tuple(range(len(primals)))
+                ),
+                *primals,
+            )
+            grads = tuple(gs)
+        aux_t = ()
     aux = _rebuild_aux(box, aux_t) if has_aux else None
-    return value, tuple(grads), aux
+    return value, grads, aux
 
 
 def _rebuild_aux(box: list[Any], tensors: tuple[torch.Tensor, ...]) -> Any:

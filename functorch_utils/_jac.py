@@ -143,6 +143,46 @@ def _make_jacrev(
     return jac_fn
 
 
+def _func_jacobian(
+    call: str,
+    transform: Callable[..., Any],
+    flat: FlatFun,
+    primals: Sequence[torch.Tensor],
+    check: Callable[[tuple[torch.Tensor, ...]], None] | None,
+    **kwargs: Any,
+) -> tuple[list[list[torch.Tensor]], Any]:
+    """``torch.func.jacrev``/``jacfwd`` over the flat function, as lean as torch.func allows.
+
+    A single primal is passed with an int argnums, a bare-tensor output is returned bare and aux
+    only when asked for: each of torch.func's tuple/aux paths costs measurable Python time per
+    call (benchmarks/bench_core.py). The result is normalised to ``jac[out_leaf][primal]``.
+    """
+    n = len(primals)
+    has_aux = flat.has_aux
+
+    def g(*p: torch.Tensor) -> Any:
+        outs, aux = flat(*p)
+        if check is not None:
+            check(outs)
+        out = outs[0] if flat.out_spec is None else outs
+        return (out, aux) if has_aux else out
+
+    if n == 0:
+        outs, aux_t = flat()
+        if check is not None:
+            check(outs)
+        return [[] for _ in outs], (flat.rebuild_aux(aux_t) if has_aux else None)
+    res = _engine.func_call(
+        call,
+        transform(g, argnums=0 if n == 1 else tuple(range(n)), has_aux=has_aux, **kwargs),
+        *primals,
+    )
+    jac, aux_t = res if has_aux else (res, ())
+    rows = [jac] if flat.out_spec is None else list(jac)
+    rows = [[r] for r in rows] if n == 1 else [list(r) for r in rows]
+    return rows, (flat.rebuild_aux(aux_t) if has_aux else None)
+
+
 def _jacrev_func(
     call: str,
     flat: FlatFun,
@@ -151,26 +191,14 @@ def _jacrev_func(
     chunk_size: int | None,
     api: str,
 ) -> tuple[list[list[torch.Tensor]], Any]:
-    n = len(inputs.primals)
-
-    def checked(*p: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], tuple[Any, ...]]:
-        outs, aux = flat(*p)
-        _out_check(call, outs, holomorphic, api)
-        return outs, aux
-
-    if n == 0:
-        outs, aux_t = checked()
-        jac: list[list[torch.Tensor]] = [[] for _ in outs]
-    else:
-        jac, aux_t = _engine.func_call(
-            call,
-            torch.func.jacrev(
-                checked, argnums=tuple(range(n)), has_aux=True, chunk_size=chunk_size
-            ),
-            *inputs.primals,
-        )
-    aux = flat.rebuild_aux(aux_t) if flat.has_aux else None
-    return [list(row) for row in jac], aux
+    return _func_jacobian(
+        call,
+        torch.func.jacrev,
+        flat,
+        inputs.primals,
+        lambda outs: _out_check(call, outs, holomorphic, api),
+        chunk_size=chunk_size,
+    )
 
 
 def _jacrev_tape(
@@ -273,26 +301,21 @@ def jacfwd(
         )
         flat = FlatFun(call, fun, inputs, kwargs, has_aux)
         primals = tuple(inputs.primals)
-        n = len(primals)
-
-        def checked(*p: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], tuple[Any, ...]]:
-            outs, aux = flat(*p)
-            if holomorphic:
-                _out_check(call, outs, True, "jacfwd")
-            return outs, aux
-
+        check = (lambda outs: _out_check(call, outs, True, "jacfwd")) if holomorphic else None
         if chunk_size is None and not any(p.is_complex() for p in primals):
-            jac, aux_t = _engine.func_call(
-                call,
-                torch.func.jacfwd(checked, argnums=tuple(range(n)), has_aux=True),
-                *primals,
-            )
-            jac = [list(row) for row in jac]
+            jac, aux = _func_jacobian(call, torch.func.jacfwd, flat, primals, check)
         else:
             # torch.func.jacfwd refuses complex inputs; the same vmap-of-jvp does not.
+
+            def checked(*p: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], tuple[Any, ...]]:
+                outs, aux = flat(*p)
+                if check is not None:
+                    check(outs)
+                return outs, aux
+
             step = chunk_size or max(1, sum(p.numel() for p in primals))
             jac, aux_t = _jacfwd_chunked(call, checked, primals, step)
-        aux = flat.rebuild_aux(aux_t) if has_aux else None
+            aux = flat.rebuild_aux(aux_t) if has_aux else None
         result = flat.rebuild_out(
             [
                 inputs.unflatten(row if d is None else [t.to(d) for t in row], single)
