@@ -38,10 +38,17 @@ def _field(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     return torch.tanh(w @ x) * x.sum()
 
 
+def _sync() -> None:
+    if torch.cuda.is_available() and torch.get_default_device().type == "cuda":
+        torch.cuda.synchronize()
+
+
 def _time(fn: Callable[[], Any], calls: int) -> float:
+    _sync()
     t0 = time.perf_counter()
     for _ in range(calls):
         fn()
+    _sync()
     return (time.perf_counter() - t0) / calls
 
 
@@ -77,13 +84,15 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    torch.set_default_device(args.device)
     print(
         f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
         f"MALLOC_MMAP_THRESHOLD_={os.environ.get('MALLOC_MMAP_THRESHOLD_', 'unset')}, "
-        f"repeats {args.repeats} x {args.calls} calls, batch {args.batch}"
+        f"repeats {args.repeats} x {args.calls} calls, batch {args.batch}, device {args.device}"
     )
     ratios = []
 

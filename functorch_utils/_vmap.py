@@ -806,7 +806,7 @@ def vmap(
         positions: list[int] = []
         size: int | None = None
         mismatch = False
-        device: torch.device | None = None
+        first: torch.Tensor | None = None
         for i, (leaf, ax) in enumerate(zip(leaves, axes)):
             if ax is None or not isinstance(leaf, torch.Tensor):
                 continue
@@ -825,7 +825,7 @@ def vmap(
                 ax += ndim
             n = leaf.shape[ax]
             if size is None:
-                size, device = n, leaf.device
+                size, first = n, leaf
             elif n != size:
                 mismatch = True
             flat_in.append(leaf)
@@ -860,114 +860,36 @@ def vmap(
             size = axis_size
         need_token = axis_name is not None or not flat_in or out_has_none
         if need_token:
-            if device is None:
-                device = torch.get_default_device()
+            device = torch.get_default_device() if first is None else first.device
             flat_in.append(torch.arange(size, device=device))
             in_dims.append(0)
 
-        # 3. The body torch.func sees: flat tensors in, (mapped, unmapped) tensor tuples out.
-        n_mapped = len(positions)
-        out_cell: list[Any] = []
-
-        def body(*flat: torch.Tensor) -> Any:
-            full = list(leaves)
-            for p, t in zip(positions, flat):
-                full[p] = t
-            a, kw = optree.tree_unflatten(spec, full)
-            token = flat[n_mapped] if need_token else None
-            if axis_name is not None:
-                assert token is not None
-                _ENV.stack.append(_Axis(axis_name, size, token))
-                try:
-                    out = fun(*a, **kw)
-                finally:
-                    _ENV.stack.pop()
-            else:
-                out = fun(*a, **kw)
-            out_leaves, out_spec = optree.tree_flatten(out, none_is_leaf=True, namespace=NAMESPACE)
-            if out_axes_is_leaf:
-                o_axes: list[Any] = [out_axes] * len(out_leaves)
-            else:
-                try:
-                    o_axes = optree.broadcast_prefix(
-                        out_axes, out, none_is_leaf=True, namespace=NAMESPACE
-                    )
-                except ValueError:
-                    errors = optree.prefix_errors(
-                        out_axes, out, none_is_leaf=True, namespace=NAMESPACE
-                    )
-                    detail = "\n".join(str(e("out_axes")) for e in errors[:3])
-                    raise ValueError(
-                        message(
-                            call,
-                            "out_axes is not a pytree prefix of the output",
-                            f"a prefix of the output structure {out_spec}",
-                            f"out_axes={out_axes!r}",
-                            "Give int or None for a whole output, or a container of the same "
-                            "type and keys/length as the output.",
-                        )
-                        + ("\n" + detail if detail else "")
-                    ) from None
-            mapped: list[torch.Tensor] = []
-            unmapped: list[torch.Tensor] = []
-            plan: list[tuple[int, int | None]] = []  # (leaf index, out axis) for tensor leaves
-            for j, (leaf, ax) in enumerate(zip(out_leaves, o_axes)):
-                if not isinstance(leaf, torch.Tensor):
-                    continue
-                if ax is None:
-                    assert token is not None
-                    if _is_batched(leaf, token):
-                        label = optree.tree_flatten_with_accessor(
-                            out, none_is_leaf=True, namespace=NAMESPACE
-                        )[0][j].codify("out")
-                        raise_value(
-                            call,
-                            f"{label} has out_axes None but varies along the mapped axis",
-                            "an output that is the same for every member",
-                            describe(leaf) + " that depends on the mapped inputs",
-                            "Give it an int out_axes, or reduce it (e.g. with psum) first.",
-                        )
-                    unmapped.append(leaf)
-                else:
-                    ndim = leaf.dim() + 1
-                    if not -ndim <= ax < ndim:
-                        label = optree.tree_flatten_with_accessor(
-                            out, none_is_leaf=True, namespace=NAMESPACE
-                        )[0][j].codify("out")
-                        raise_value(
-                            call,
-                            f"out_axes {ax} is out of range for {label}, which has "
-                            f"{ndim - 1} dimensions per member (so {ndim} batched)",
-                            f"an axis in [{-ndim}, {ndim - 1}]",
-                            str(ax),
-                        )
-                    mapped.append(leaf)
-                    ax = ax + ndim if ax < 0 else ax
-                plan.append((j, ax))
-            out_cell[:] = [out_leaves, out_spec, plan]
-            if out_has_none:
-                return tuple(mapped), tuple(unmapped)
-            # torch.func unwraps a lone tensor without any pytree work: the common case
-            return mapped[0] if len(mapped) == 1 else tuple(mapped)
-
-        # 4. Run torch.func.vmap, translating torch's bare errors for user mistakes.
-        try:
-            res = torch.func.vmap(
+        # 3. Run torch.func.vmap over the flat tensors, translating torch's bare errors.
+        state = _Call(leaves, spec, positions, size, need_token)
+        key = tuple(in_dims)
+        runner = runners.get(key)
+        if runner is None:
+            if len(runners) >= 64:
+                runners.clear()
+            runner = runners[key] = torch.func.vmap(
                 body,
-                in_dims=tuple(in_dims),
+                in_dims=(None, *key),  # the per-call state rides along unmapped
                 out_dims=_OUT_DIMS if out_has_none else 0,
                 randomness=randomness,
                 chunk_size=chunk_size,
-            )(*flat_in)
+            )
+        try:
+            res = runner(state, *flat_in)
         except RuntimeError as err:
             better = _translate(call, err)
             if better is None:
                 raise
             raise better from err
 
-        # 5. Rebuild the output.
-        out_leaves, out_spec, plan = out_cell
-        result = list(out_leaves)
+        # 4. Rebuild the output.
+        if state.plan is None:  # a lone tensor (see body)
+            return res if state.out_axis == 0 else res.movedim(0, state.out_axis)
+        result = list(state.out_leaves)
         mapped_out: Sequence[torch.Tensor]
         unmapped_out: Sequence[torch.Tensor]
         if out_has_none:
@@ -975,12 +897,144 @@ def vmap(
         else:
             mapped_out, unmapped_out = ((res,) if isinstance(res, torch.Tensor) else res), ()
         it_m, it_u = iter(mapped_out), iter(unmapped_out)
-        for j, ax in plan:
+        for j, ax in state.plan:
             if ax is None:
                 result[j] = next(it_u)
             else:
                 t = next(it_m)
                 result[j] = t if ax == 0 else t.movedim(0, ax)
-        return optree.tree_unflatten(out_spec, result)
+        assert state.out_spec is not None
+        return optree.tree_unflatten(state.out_spec, result)
 
+    # The function torch.func sees: the call's state (unmapped), then the flat mapped tensors;
+    # it returns a flat tuple of tensors (or a lone tensor), or (mapped, unmapped) tuples when some
+    # out_axes is None. Built once per vmap, so torch.func.vmap's wrapper is built once per in_dims.
+    def body(state: _Call, *flat: torch.Tensor) -> Any:
+        if state.positions:
+            full = list(state.leaves)
+            for p, t in zip(state.positions, flat):
+                full[p] = t
+            a, kw = optree.tree_unflatten(state.spec, full)
+        else:
+            a, kw = optree.tree_unflatten(state.spec, state.leaves)
+        token = flat[len(state.positions)] if state.need_token else None
+        if axis_name is not None:
+            assert token is not None
+            _ENV.stack.append(_Axis(axis_name, state.size, token))
+            try:
+                out = fun(*a, **kw)
+            finally:
+                _ENV.stack.pop()
+        else:
+            out = fun(*a, **kw)
+        if out_axes_is_leaf and out_axes is not None and isinstance(out, torch.Tensor):
+            # Fast path: one tensor out, one int out_axes.
+            ndim = out.dim() + 1
+            if not -ndim <= out_axes < ndim:
+                _out_axis_error(call, out_axes, "out", ndim)
+            state.out_axis = out_axes + ndim if out_axes < 0 else out_axes
+            return out
+        out_leaves, out_spec = optree.tree_flatten(out, none_is_leaf=True, namespace=NAMESPACE)
+        if out_axes_is_leaf:
+            o_axes: list[Any] = [out_axes] * len(out_leaves)
+        else:
+            try:
+                o_axes = optree.broadcast_prefix(
+                    out_axes, out, none_is_leaf=True, namespace=NAMESPACE
+                )
+            except ValueError:
+                errors = optree.prefix_errors(out_axes, out, none_is_leaf=True, namespace=NAMESPACE)
+                detail = "\n".join(str(e("out_axes")) for e in errors[:3])
+                raise ValueError(
+                    message(
+                        call,
+                        "out_axes is not a pytree prefix of the output",
+                        f"a prefix of the output structure {out_spec}",
+                        f"out_axes={out_axes!r}",
+                        "Give int or None for a whole output, or a container of the same "
+                        "type and keys/length as the output.",
+                    )
+                    + ("\n" + detail if detail else "")
+                ) from None
+        mapped: list[torch.Tensor] = []
+        unmapped: list[torch.Tensor] = []
+        plan: list[tuple[int, int | None]] = []  # (leaf index, out axis) for tensor leaves
+        for j, (leaf, ax) in enumerate(zip(out_leaves, o_axes)):
+            if not isinstance(leaf, torch.Tensor):
+                continue
+            if ax is None:
+                assert token is not None
+                if _is_batched(leaf, token):
+                    label = _out_label(out, j)
+                    raise_value(
+                        call,
+                        f"{label} has out_axes None but varies along the mapped axis",
+                        "an output that is the same for every member",
+                        describe(leaf) + " that depends on the mapped inputs",
+                        "Give it an int out_axes, or reduce it (e.g. with psum) first.",
+                    )
+                unmapped.append(leaf)
+            else:
+                ndim = leaf.dim() + 1
+                if not -ndim <= ax < ndim:
+                    _out_axis_error(call, ax, _out_label(out, j), ndim)
+                mapped.append(leaf)
+                ax = ax + ndim if ax < 0 else ax
+            plan.append((j, ax))
+        state.out_leaves, state.out_spec, state.plan = out_leaves, out_spec, plan
+        if out_has_none:
+            return tuple(mapped), tuple(unmapped)
+        # torch.func unwraps a lone tensor without any pytree work
+        return mapped[0] if len(mapped) == 1 else tuple(mapped)
+
+    runners: dict[tuple[int, ...], Callable[..., Any]] = {}
     return batched
+
+
+class _Call:
+    """One call's state, handed to the body through torch.func.vmap as an unmapped argument."""
+
+    __slots__ = (
+        "leaves",
+        "need_token",
+        "out_axis",
+        "out_leaves",
+        "out_spec",
+        "plan",
+        "positions",
+        "size",
+        "spec",
+    )
+
+    def __init__(
+        self,
+        leaves: list[Any],
+        spec: optree.PyTreeSpec,
+        positions: list[int],
+        size: int,
+        need_token: bool,
+    ) -> None:
+        self.leaves = leaves
+        self.spec = spec
+        self.positions = positions
+        self.size = size
+        self.need_token = need_token
+        self.out_axis = 0
+        self.out_leaves: list[Any] = []
+        self.out_spec: optree.PyTreeSpec | None = None
+        self.plan: list[tuple[int, int | None]] | None = None
+
+
+def _out_label(out: Any, j: int) -> str:
+    accessors, _, _ = optree.tree_flatten_with_accessor(out, none_is_leaf=True, namespace=NAMESPACE)
+    return accessors[j].codify("out")
+
+
+def _out_axis_error(call: str, ax: int, label: str, ndim: int) -> None:
+    raise_value(
+        call,
+        f"out_axes {ax} is out of range for {label}, which has {ndim - 1} dimensions per member "
+        f"(so {ndim} batched)",
+        f"an axis in [{-ndim}, {ndim - 1}]",
+        str(ax),
+    )
