@@ -192,14 +192,61 @@ def _jacrev_func(
     chunk_size: int | None,
     api: str,
 ) -> tuple[list[list[torch.Tensor]], Any]:
-    return _func_jacobian(
-        call,
-        torch.func.jacrev,
-        flat,
-        inputs.primals,
-        lambda outs: _out_check(call, outs, holomorphic, api),
-        chunk_size=chunk_size,
+    check = lambda outs: _out_check(call, outs, holomorphic, api)  # noqa: E731
+    primals = inputs.primals
+    if not any(p.is_complex() for p in primals):
+        return _func_jacobian(call, torch.func.jacrev, flat, primals, check, chunk_size=chunk_size)
+    # torch.func.jacrev refuses complex inputs; the same vmap-of-vjp does not.
+
+    def fn(*p: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], tuple[Any, ...]]:
+        outs, aux = flat(*p)
+        check(outs)
+        return outs, aux
+
+    outs, pull, aux_t = _engine.func_call(
+        call, lambda *p: torch.func.vjp(fn, *p, has_aux=True), *primals
     )
+    sizes = [o.numel() for o in outs]
+    total = sum(sizes)
+    step = chunk_size or max(1, total)
+    pieces = [
+        _engine.func_call(
+            call, torch.func.vmap(lambda *b: pull(b)), *_basis(outs, r0, min(total, r0 + step))
+        )
+        for r0 in range(0, total, step)
+    ]
+    offsets = _offsets(sizes)
+    jac = [
+        [
+            torch.cat([pc[j] for pc in pieces])[lo:hi].reshape(o.shape + x.shape)
+            if pieces
+            else x.new_zeros(o.shape + x.shape)
+            for j, x in enumerate(primals)
+        ]
+        for o, lo, hi in zip(outs, offsets, offsets[1:])
+    ]
+    return jac, (flat.rebuild_aux(aux_t) if flat.has_aux else None)
+
+
+def _offsets(sizes: Sequence[int]) -> list[int]:
+    offsets = [0]
+    for s in sizes:
+        offsets.append(offsets[-1] + s)
+    return offsets
+
+
+def _basis(like: Sequence[torch.Tensor], r0: int, r1: int) -> list[torch.Tensor]:
+    """Rows r0..r1 of the identity over the concatenated elements of ``like``, split per tensor."""
+    offsets = _offsets([t.numel() for t in like])
+    basis = []
+    for t, lo, hi in zip(like, offsets, offsets[1:]):
+        b = torch.zeros((r1 - r0, hi - lo), dtype=t.dtype, device=t.device)
+        a0, a1 = max(r0, lo), min(r1, hi)
+        if a0 < a1:
+            ar = torch.arange(a1 - a0, device=t.device)
+            b[ar + (a0 - r0), ar + (a0 - lo)] = 1
+        basis.append(b.reshape((r1 - r0, *t.shape)))
+    return basis
 
 
 def _jacrev_tape(
@@ -230,20 +277,10 @@ def _jacrev_tape(
         return [[x.new_zeros(o.shape + x.shape) for x in leaves] for o in outs], aux
     step = total if chunk_size is None else chunk_size
     rows: list[list[torch.Tensor]] = [[] for _ in leaves]
-    offsets = [0]
-    for s in sizes:
-        offsets.append(offsets[-1] + s)
+    offsets = _offsets(sizes)
     for r0 in range(0, total, step):
         r1 = min(total, r0 + step)
-        basis = []
-        for o, lo, hi in zip(outs, offsets, offsets[1:]):
-            # Rows r0..r1 of the identity, restricted to this output's columns.
-            b = torch.zeros((r1 - r0, hi - lo), dtype=o.dtype, device=o.device)
-            a0, a1 = max(r0, lo), min(r1, hi)
-            if a0 < a1:
-                ar = torch.arange(a1 - a0, device=o.device)
-                b[ar + (a0 - r0), ar + (a0 - lo)] = 1
-            basis.append(b.reshape((r1 - r0, *o.shape)))
+        basis = _basis(outs, r0, r1)
         live_outs = [o for o, keep in zip(outs, live) if keep]
         live_basis = [b for b, keep in zip(basis, live) if keep]
         grads = torch.autograd.grad(
@@ -341,9 +378,7 @@ def _jacfwd_chunked(
 ) -> tuple[list[list[torch.Tensor]], Any]:
     sizes = [p.numel() for p in primals]
     total = sum(sizes)
-    offsets = [0]
-    for s in sizes:
-        offsets.append(offsets[-1] + s)
+    offsets = _offsets(sizes)
 
     def push(*tangents: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return torch.func.jvp(fn, primals, tangents, has_aux=True)[1]
@@ -351,14 +386,7 @@ def _jacfwd_chunked(
     pieces: list[tuple[torch.Tensor, ...]] = []
     for r0 in range(0, total, chunk_size):
         r1 = min(total, r0 + chunk_size)
-        basis = []
-        for p, lo, hi in zip(primals, offsets, offsets[1:]):
-            b = torch.zeros((r1 - r0, hi - lo), dtype=p.dtype, device=p.device)
-            a0, a1 = max(r0, lo), min(r1, hi)
-            if a0 < a1:
-                ar = torch.arange(a1 - a0, device=p.device)
-                b[ar + (a0 - r0), ar + (a0 - lo)] = 1
-            basis.append(b.reshape((r1 - r0, *p.shape)))
+        basis = _basis(primals, r0, r1)
         pieces.append(_engine.func_call(call, torch.func.vmap(push, randomness="error"), *basis))
     # Aux does not depend on the tangents: evaluate it once, unbatched.
     outs, aux_t = fn(*primals)
