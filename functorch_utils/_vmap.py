@@ -763,17 +763,38 @@ def vmap(
     axes_tree: Any = (in_axes, 0)  # keyword arguments are mapped over axis 0
     # in_axes broadcast to the leaves, per argument structure (PyTreeSpecs are hashable)
     axes_cache: dict[optree.PyTreeSpec, list[Any]] = {}
+    # in_axes as a tuple of leaves, one per argument (for the fast path), when it is one
+    top_axes: tuple[Any, ...] = (
+        in_axes
+        if isinstance(in_axes, tuple) and all(a is None or isinstance(a, int) for a in in_axes)
+        else ()
+    )
+    top_ok = isinstance(in_axes, tuple) and len(top_axes) == len(in_axes)
 
     @functools.wraps(fun)
     def batched(*args: Any, **kwargs: Any) -> Any:
         # 1. Flatten the arguments and give each leaf its axis.
         tree: Any = (args, kwargs)
         leaves: list[Any]
-        leaves, spec = optree.tree_flatten(tree, none_is_leaf=True, namespace=NAMESPACE)
+        spec: optree.PyTreeSpec | None
         axes: list[Any] | None
-        if in_axes_is_leaf and not kwargs:
-            axes = [in_axes] * len(leaves)
-        elif (axes := axes_cache.get(spec)) is None:
+        if (
+            not kwargs
+            and (in_axes_is_leaf or (top_ok and len(top_axes) == len(args)))
+            and all(isinstance(a, torch.Tensor) for a in args)
+        ):
+            # Fast path: positional tensors only, so the arguments are their own leaves and
+            # optree is not needed (spec None; see body).
+            leaves, spec = list(args), None
+            axes = [in_axes] * len(args) if in_axes_is_leaf else list(top_axes)
+        else:
+            leaves, tree_spec = optree.tree_flatten(tree, none_is_leaf=True, namespace=NAMESPACE)
+            spec = tree_spec
+            if in_axes_is_leaf and not kwargs:
+                axes = [in_axes] * len(leaves)
+            else:
+                axes = axes_cache.get(tree_spec)
+        if axes is None:
             try:
                 axes = optree.broadcast_prefix(
                     axes_tree, tree, none_is_leaf=True, namespace=NAMESPACE
@@ -798,7 +819,7 @@ def vmap(
                 ) from None
             if len(axes_cache) >= 64:  # bound the cache for functions called with many structures
                 axes_cache.clear()
-            axes_cache[spec] = axes
+            axes_cache[tree_spec] = axes
 
         # 2. Normalise axes, check ranges and sizes.
         flat_in: list[torch.Tensor] = []
@@ -910,7 +931,12 @@ def vmap(
     # it returns a flat tuple of tensors (or a lone tensor), or (mapped, unmapped) tuples when some
     # out_axes is None. Built once per vmap, so torch.func.vmap's wrapper is built once per in_dims.
     def body(state: _Call, *flat: torch.Tensor) -> Any:
-        if state.positions:
+        if state.spec is None:  # positional tensors only
+            a: Any = list(state.leaves)
+            for p, t in zip(state.positions, flat):
+                a[p] = t
+            kw: Any = {}
+        elif state.positions:
             full = list(state.leaves)
             for p, t in zip(state.positions, flat):
                 full[p] = t
@@ -1009,7 +1035,7 @@ class _Call:
     def __init__(
         self,
         leaves: list[Any],
-        spec: optree.PyTreeSpec,
+        spec: optree.PyTreeSpec | None,
         positions: list[int],
         size: int,
         need_token: bool,

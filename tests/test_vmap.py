@@ -587,6 +587,20 @@ def test_error_in_axes_not_a_prefix() -> None:
         vmap(lambda x: x, in_axes=(0, 0, 0))(torch.ones(2))
 
 
+def test_error_in_axes_nested_entry_for_a_tensor_argument() -> None:
+    with _raises(ValueError, "in_axes is not a pytree prefix of the positional arguments"):
+        vmap(lambda x, y: x, in_axes=(0, {"a": 0}))(torch.ones(2), torch.ones(2))
+    with _raises(ValueError, "expected one entry per positional argument (2)"):
+        vmap(lambda x, y: x, in_axes=(0,))(torch.ones(2), torch.ones(2))
+
+
+def test_parameters_and_tensor_subclasses_are_leaves() -> None:
+    p = torch.nn.Parameter(torch.ones(3, 2))
+    out = vmap(lambda a, b: a * b, in_axes=(0, None))(p, torch.tensor([1.0, 2.0]))
+    close(out.detach(), torch.tensor([[1.0, 2.0]] * 3))
+    assert out.requires_grad
+
+
 def test_error_in_axes_top_level_dict() -> None:
     with _raises(
         TypeError,
