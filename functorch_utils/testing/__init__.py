@@ -1,4 +1,7 @@
-"""Testing utilities: finite-difference derivative checks and pytree assertions.
+"""Testing utilities: derivative checks, consistency checks, pytree assertions, strategies.
+
+``functorch_utils.testing.strategies`` holds hypothesis strategies; it is the only part that
+imports hypothesis, and only when it is imported itself.
 
 Importing this module never imports hypothesis; strategies that need it import it lazily.
 """
@@ -13,6 +16,11 @@ from ._check import check_grads as check_grads
 from ._check import check_jvp as check_jvp
 from ._check import check_vjp as check_vjp
 from ._check import finite_difference_step as finite_difference_step
+from ._consistency import PROPERTIES as PROPERTIES
+from ._consistency import check_consistency as check_consistency
+from ._consistency import check_vmap as check_vmap
+from ._taylor import TaylorResult as TaylorResult
+from ._taylor import taylor_test as taylor_test
 
 __all__ = [
     # finite-difference checks
@@ -22,6 +30,12 @@ __all__ = [
     "finite_difference_step",
     "NonDifferentiablePointError",
     "ComplexStepWarning",
+    # step-free checks
+    "taylor_test",
+    "TaylorResult",
+    "check_vmap",
+    "check_consistency",
+    "PROPERTIES",
     # failure reports
     "DerivativeCheckError",
     "CheckReport",
