@@ -48,6 +48,7 @@ __all__ = [
     "tape_leaf",
     "func_call",
     "conj_if_complex",
+    "detach_tree",
     "LEGACY_FUNCTION_HINT",
 ]
 
@@ -383,5 +384,11 @@ def check_tensor_output(call: str, leaves: Sequence[Any], what: str, root: str, 
     return out
 
 
-def type_error(call: str, what: str, expected: str, got: Any, fix: str = "") -> None:
-    raise_type(call, what, expected, describe(got), fix)
+def detach_tree(tree: Any) -> Any:
+    """The tree with its tensor leaves detached (aux and values that carry no derivative)."""
+    leaves, spec = _pytree.flatten(tree)
+    if not any(isinstance(x, torch.Tensor) for x in leaves):
+        return tree
+    return _pytree.unflatten(
+        spec, [x.detach() if isinstance(x, torch.Tensor) else x for x in leaves]
+    )

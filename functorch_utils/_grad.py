@@ -207,17 +207,8 @@ def _tape(
     if not outer:
         out = out.detach()
         if has_aux:
-            aux = _detach_tree(aux)
+            aux = _engine.detach_tree(aux)
     return out, grads, aux
-
-
-def _detach_tree(tree: Any) -> Any:
-    leaves, spec = _pytree.flatten(tree)
-    if not any(isinstance(x, torch.Tensor) for x in leaves):
-        return tree
-    return _pytree.unflatten(
-        spec, [x.detach() if isinstance(x, torch.Tensor) else x for x in leaves]
-    )
 
 
 def _func(

@@ -18,7 +18,7 @@ from . import _engine
 from ._argnums import check_argnums, resolve_argnums
 from ._errors import check_bool, check_callable, describe, fun_name, raise_type, raise_value
 from ._grad import grad
-from ._jvp_vjp import FlatFun, check_primals_tangents, detach_tree, vjp
+from ._jvp_vjp import FlatFun, check_primals_tangents, vjp
 
 __all__ = ["hessian", "hvp", "jacfwd", "jacobian", "jacrev"]
 
@@ -267,7 +267,7 @@ def _jacrev_tape(
         inputs.primals, args, idx, kwargs, outs, leaves
     )
     if flat.has_aux and not outer:
-        aux = detach_tree(aux)
+        aux = _engine.detach_tree(aux)
     sizes = [o.numel() for o in outs]
     total = sum(sizes)
     live = [o.requires_grad for o in outs]

@@ -111,15 +111,6 @@ class FlatFun:
         )
 
 
-def detach_tree(tree: Any) -> Any:
-    leaves, spec = _pytree.flatten(tree)
-    if not any(isinstance(x, torch.Tensor) for x in leaves):
-        return tree
-    return _pytree.unflatten(
-        spec, [x.detach() if isinstance(x, torch.Tensor) else x for x in leaves]
-    )
-
-
 def check_like(
     call: str,
     what: str,
@@ -228,7 +219,7 @@ def vjp(fun: Callable[..., Any], *primals: Any, has_aux: bool = False) -> tuple[
         )
         outs = graph_outs if outer else tuple(o.detach() for o in graph_outs)
         if has_aux and not outer:
-            aux = detach_tree(aux)
+            aux = _engine.detach_tree(aux)
         out_tree = flat.rebuild_out(list(outs))
 
         def pullback_tape(cts: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
