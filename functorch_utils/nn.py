@@ -2,9 +2,26 @@
 
 ``params, apply = functionalize(module)`` turns a module into a pytree of parameters and a pure
 function ``apply(params, *args, **kwargs)`` that every transform of this library (and of
-``torch.func``) accepts. Helpers build on it: :func:`per_sample_grads` (per-example gradients of a
-module's loss in one call) and :func:`stack_modules` (an ensemble of N copies evaluated with one
+``torch.func``) accepts. Helpers build on it: ``per_sample_grads`` (per-example gradients of a
+module's loss in one call) and ``stack_modules`` (an ensemble of N copies evaluated with one
 ``vmap``).
+
+See ``docs/nn.md`` for a guide.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.func
+from torch import nn
+
+from ._errors import describe, message, raise_type, raise_value
+from ._grad import grad
+from ._vmap import vmap
+from .tree_util import tree_map
 
 # NOTE [nn bridge: params layout, copies and purity]
 # - ``params`` is a FLAT dict keyed by dotted names, exactly the names of
@@ -22,21 +39,6 @@ module's loss in one call) and :func:`stack_modules` (an ensemble of N copies ev
 #   updates (BatchNorm running statistics in training mode) are dropped: ``apply`` stays pure.
 # - ``torch.func.functional_call`` silently falls back to the module's own tensor for a missing
 #   key; ``apply`` checks the keys (and shapes) first and raises instead.
-"""
-
-from __future__ import annotations
-
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
-
-import torch
-import torch.func
-from torch import nn
-
-from ._errors import describe, message, raise_type, raise_value
-from ._grad import grad
-from ._vmap import vmap
-from .tree_util import tree_map
 
 __all__ = [
     "Apply",
@@ -80,11 +82,11 @@ def _batchnorm_message(call: str, name: str) -> str:
 
 
 class Apply:
-    """The pure function returned by :func:`functionalize`: ``apply(params, *args, **kwargs)``.
+    """The pure function returned by ``functionalize``: ``apply(params, *args, **kwargs)``.
 
     Calls the module's ``forward`` with the tensors of ``params`` in place of its parameters (and,
     with ``include_buffers=True``, its buffers), through ``torch.func.functional_call``. The keys
-    of ``params`` are checked first (see :func:`functionalize`), then their shapes.
+    of ``params`` are checked first (see ``functionalize``), then their shapes.
 
     Attributes:
         module: the module whose ``forward`` runs. Its own parameters are never used.
@@ -249,7 +251,7 @@ def functionalize(
             either way, so a misspelled name never goes unnoticed.
 
     Returns:
-        ``(params, apply)``: the dict of copies, and the :class:`Apply` function.
+        ``(params, apply)``: the dict of copies, and the ``Apply`` function.
 
     Raises:
         TypeError: ``module`` is not an ``nn.Module``.
