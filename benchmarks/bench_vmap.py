@@ -10,7 +10,20 @@ Run (allocator pinned so both sides see the same malloc behaviour)::
 
     MALLOC_MMAP_THRESHOLD_=1000000000 OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_vmap.py
 
-Options: ``--repeats`` samples per side, ``--calls`` calls per sample, ``--threads`` torch threads.
+Options: ``--repeats`` samples per side, ``--calls`` calls per sample, ``--threads`` torch threads,
+``--device cuda``.
+
+Measured (2026-11-26, torch 2.11.0+cu130, the lent H100 machine's CPU pinned with
+``taskset -c 3``, ``--repeats 41``; medians of 20-call blocks)::
+
+    per-sample grads, MLP 784-128-64-10   ours 11096.1 us  torch.func.vmap 11316.8 us  ratio 0.980
+    batch of Jacobians, jacrev R^32->R^32 ours  1020.3 us  torch.func.vmap   997.3 us  ratio 1.023
+    (second run, core 5: ratios 0.993 and 1.019)
+    --device cuda (H100, 21 repeats):     ratios 0.988 (MLP) and 1.020 (Jacobians)
+
+The fixed cost is about 10 us a call on CPU, 18-23 us with the caches cold after a large batched
+computation. On the shared 2-core development machine the medians swing by 5-10 % between runs;
+use a quiet machine for ratios.
 """
 
 from __future__ import annotations
