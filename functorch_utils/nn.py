@@ -39,6 +39,9 @@ from .tree_util import tree_map
 #   updates (BatchNorm running statistics in training mode) are dropped: ``apply`` stays pure.
 # - ``torch.func.functional_call`` silently falls back to the module's own tensor for a missing
 #   key; ``apply`` checks the keys (and shapes) first and raises instead.
+# - Training-mode BatchNorm under vmap is detected with ``torch._C._functorch``'s interpreter
+#   stack (private; see ``_under_vmap``) and refused with a message instead of torch's in-place
+#   error about batched running statistics.
 
 __all__ = [
     "Apply",
@@ -64,8 +67,14 @@ def _training_batchnorm(module: nn.Module) -> str | None:
 
 
 def _under_vmap() -> bool:
-    stack = torch._C._functorch.get_interpreter_stack() or []
-    return any(i.key() == torch._C._functorch.TransformType.Vmap for i in stack)
+    # The one private hook of this module: torch.func has no public "am I inside vmap?". If it
+    # goes away, the check is skipped and torch's own in-place error surfaces instead.
+    try:
+        stack = torch._C._functorch.get_interpreter_stack() or []
+        vmap_key = torch._C._functorch.TransformType.Vmap
+    except AttributeError:  # pragma: no cover - depends on the torch version
+        return False
+    return any(i.key() == vmap_key for i in stack)
 
 
 def _batchnorm_message(call: str, name: str) -> str:
