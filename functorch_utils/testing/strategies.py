@@ -214,10 +214,15 @@ class Domain:
             )
         return lo, hi
 
+    def grid(self, dtype: torch.dtype) -> float:
+        """Values are multiples of this (the dtype's spacing at the bound), so exact in dtype."""
+        return _ulp(dtype, max(abs(self.lo), abs(self.hi)))
+
     def push(self, x: float, dtype: torch.dtype) -> float:
         """Moves ``x`` out of the avoided neighbourhoods, staying inside the bounds."""
         lo, hi = self.bounds(dtype)
-        m = self.margin(dtype)
+        q = self.grid(dtype)
+        m = self.margin(dtype) + q  # one grid step more: snapping to the grid moves by q/2
         for _ in range(2):
             for p in self.avoid:
                 if abs(x - p) < m:
@@ -229,9 +234,12 @@ class Domain:
         """A strategy of Python floats in the domain (before rounding to ``dtype``)."""
         lo, hi = self.bounds(dtype)
         floats = st.floats(lo, hi, allow_nan=False, allow_infinity=False, allow_subnormal=False)
+        tiny = float(torch.finfo(dtype).tiny)
+        # normal in float64 is not normal in float32: flush what would be subnormal in dtype
+        flushed = floats.map(lambda x: x if abs(x) >= tiny else 0.0)
         if not self.avoid:
-            return floats
-        return floats.map(lambda x: self.push(x, dtype))
+            return flushed.map(lambda x: min(max(x, lo), hi))
+        return flushed.map(lambda x: self.push(x, dtype))
 
 
 def real(lo: float = -4.0, hi: float = 4.0, *, reference: str = "central") -> Domain:
@@ -319,11 +327,22 @@ def _np_dtype(dtype: torch.dtype) -> Any:
     )
 
 
+def _snap(values: np.ndarray, domain: Domain, dtype: torch.dtype) -> np.ndarray:
+    """Rounds to multiples of the domain's grid (exact in ``dtype``), inside the bounds."""
+    q = domain.grid(dtype)
+    lo, hi = domain.bounds(dtype)
+    out = np.round(values / q) * q
+    out = np.where(out < lo, out + q, out)
+    return np.where(out > hi, out - q, out)
+
+
 def _spread(values: np.ndarray, domain: Domain, dtype: torch.dtype) -> np.ndarray:
     """Moves sorted values apart by at least the domain's gap, keeping their order."""
     gap = domain.gap(dtype)
     if gap is None or values.size < 2:
         return values
+    q = domain.grid(dtype)
+    gap = math.ceil(gap / q) * q
     lo, hi = domain.bounds(dtype)
     flat = values.astype(np.float64).ravel()
     order = np.argsort(flat, kind="stable")
@@ -331,7 +350,7 @@ def _spread(values: np.ndarray, domain: Domain, dtype: torch.dtype) -> np.ndarra
     for k in range(1, s.size):
         s[k] = max(s[k], s[k - 1] + gap)
     if s[-1] > hi:
-        s -= s[-1] - hi
+        s -= math.ceil((s[-1] - hi) / q) * q
     if s[0] < lo:
         raise ValueError(
             f"distinct(min_gap={gap:.3g}): {s.size} values do not fit in [{lo:.3g}, {hi:.3g}]; "
@@ -348,9 +367,10 @@ def _as_strategy(x: Any) -> Any:
 
 def _draw_tensor(draw: Any, dtype: torch.dtype, shape: tuple[int, ...], domain: Domain) -> Tensor:
     arr = draw(hnp.arrays(np.float64, shape, elements=domain.elements(dtype)))
-    arr = _spread(arr, domain, dtype)
+    arr = _spread(_snap(arr, domain, dtype), domain, dtype)
     if domain.avoid:
         arr = np.vectorize(lambda x: domain.push(float(x), dtype), otypes=[np.float64])(arr)
+        arr = _snap(arr, domain, dtype)
         if domain.gap(dtype) is not None and arr.size > 1:
             srt = np.sort(arr.ravel())
             if float(np.diff(srt).min()) < float(domain.gap(dtype) or 0.0):
