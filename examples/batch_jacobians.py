@@ -59,7 +59,9 @@ def main() -> int:
     loop, t_loop = timed(
         lambda: torch.stack([torch.autograd.functional.jacobian(net, x) for x in xs])
     )
-    print(f"vmap(jacrev) {t_rev * 1e3:.1f} ms, vmap(jacfwd) {t_fwd * 1e3:.1f} ms, loop {t_loop * 1e3:.1f} ms")
+    print(
+        f"vmap(jacrev) {t_rev * 1e3:.1f} ms, vmap(jacfwd) {t_fwd * 1e3:.1f} ms, loop {t_loop * 1e3:.1f} ms"
+    )
 
     check("vmap(jacrev) vs loop", j_rev, loop, 1e-12)
     check("vmap(jacfwd) vs loop", j_fwd, loop, 1e-12)

@@ -28,7 +28,9 @@ N_MODELS, LR, STEPS = 5, 0.1, 50
 
 
 def make_model() -> nn.Module:
-    return nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3)).to(DT)
+    return nn.Sequential(
+        nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3)
+    ).to(DT)
 
 
 def main() -> int:
@@ -77,7 +79,9 @@ def main() -> int:
 
     final = fu.vmap(loss, in_axes=(0, None, None))(p, x, y)
     acc = (fu.vmap(apply, in_axes=(0, None))(p, x).mean(0).argmax(-1) == y).float().mean()
-    print(f"members' final losses {[round(v, 3) for v in final.tolist()]}; ensemble accuracy {acc:.2f}")
+    print(
+        f"members' final losses {[round(v, 3) for v in final.tolist()]}; ensemble accuracy {acc:.2f}"
+    )
     if any(q.grad is not None for m in models for q in m.parameters()):
         failures.append("original modules touched")
 

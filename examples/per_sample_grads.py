@@ -75,8 +75,12 @@ def main() -> int:
     worst = max((grads[n] - reference[n]).abs().max().item() for n in names)
     worst_hand = max((by_hand[n] - reference[n]).abs().max().item() for n in names)
     untouched = all(p.grad is None for p in model.parameters())
-    print(f"per_sample_grads: {t_vmap * 1e3:.1f} ms; loop of {batch} autograd.grad: {t_loop * 1e3:.1f} ms")
-    print(f"max |per_sample_grads - loop| = {worst:.2e}; max |vmap(grad) - loop| = {worst_hand:.2e}")
+    print(
+        f"per_sample_grads: {t_vmap * 1e3:.1f} ms; loop of {batch} autograd.grad: {t_loop * 1e3:.1f} ms"
+    )
+    print(
+        f"max |per_sample_grads - loop| = {worst:.2e}; max |vmap(grad) - loop| = {worst_hand:.2e}"
+    )
     print(f"module's .grad untouched: {untouched}")
     ok = worst < 1e-10 and worst_hand < 1e-10 and untouched
     print("OK" if ok else "FAILED")
