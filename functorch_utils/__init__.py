@@ -8,6 +8,7 @@ Example:
 """
 
 from . import flatten_util as flatten_util
+from . import nn as nn
 from . import tree_util as tree_util
 from ._custom import checkpoint as checkpoint
 from ._custom import custom_jvp as custom_jvp
@@ -66,5 +67,6 @@ __all__ = [
     "axis_index",
     # sub-modules
     "flatten_util",
+    "nn",
     "tree_util",
 ]
