@@ -7,8 +7,6 @@ through ``functorch_utils.testing.check_grads``; consistency properties use tigh
 
 from __future__ import annotations
 
-import collections
-
 import hypothesis.strategies as st
 import torch
 from hypothesis import given
@@ -16,11 +14,9 @@ from hypothesis import given
 import functorch_utils as fu
 from functorch_utils import tree_util as tu
 from functorch_utils.testing import check_grads
+from functorch_utils.testing import strategies as fst
 
-Pair = collections.namedtuple("Pair", ["left", "right"])
-
-DTYPES = st.sampled_from([torch.float32, torch.float64])
-SHAPES = st.lists(st.integers(1, 3), min_size=0, max_size=2).map(tuple)
+DTYPES = fst.dtypes()
 
 # Smooth scalar maps applied leafwise, mixed by a contraction so leaves interact.
 ELEMENTWISE = {
@@ -34,21 +30,10 @@ ELEMENTWISE = {
 
 @st.composite
 def trees(draw, dtype=None):
+    """Random pytrees from the testing kit's strategies, one dtype for all leaves."""
     dtype = dtype or draw(DTYPES)
-    n = draw(st.integers(1, 3))
-    seed = draw(st.integers(0, 2**31 - 1))
-    gen = torch.Generator().manual_seed(seed)
-    leaves = [torch.randn(draw(SHAPES), generator=gen, dtype=dtype) for _ in range(n)]
-    kind = draw(st.sampled_from(["tensor", "dict", "tuple", "list", "namedtuple"]))
-    if kind == "tensor" or n == 1:
-        return leaves[0]
-    if kind == "dict":
-        return {f"k{i}": x for i, x in enumerate(leaves)} | {"none": None}
-    if kind == "tuple":
-        return tuple(leaves)
-    if kind == "list":
-        return [leaves[0], (leaves[1:], None)]
-    return Pair(leaves[0], leaves[1:])
+    leaves = fst.tensors(dtype, fst.shapes(max_dims=2, max_side=3), fst.real(-2.0, 2.0))
+    return draw(fst.pytrees(leaves, max_leaves=3))
 
 
 @st.composite
