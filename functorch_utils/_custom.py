@@ -123,13 +123,24 @@ class _VjpMeta:
         "res_leaves",
         "res_spec",
     )
+    args: tuple[Any, ...]
+    bwd: Callable[..., Any]
+    call: str
+    flat: _Flat
+    n_in: int
+    n_out: int
+    n_res: int
+    nondiff: tuple[Any, ...]
+    out_spec: Any
+    res_leaves: list[Any]
+    res_spec: Any
 
 
 class _CustomVjpFunction(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(meta: _VjpMeta, *tensors: torch.Tensor) -> Any:  # type: ignore[override]
+    def forward(meta: _VjpMeta, *tensors: torch.Tensor) -> Any:
         # tensors = primal leaves, residual tensors, fwd's outputs (already computed, detached).
         outs = tensors[meta.n_in + meta.n_res :]
         return tuple(o.clone() for o in outs)
@@ -141,7 +152,7 @@ class _CustomVjpFunction(torch.autograd.Function):
         ctx.save_for_backward(*inputs[1 + meta.n_in : 1 + meta.n_in + meta.n_res])
 
     @staticmethod
-    def backward(ctx: Any, *cts: torch.Tensor) -> Any:  # type: ignore[override]
+    def backward(ctx: Any, *cts: torch.Tensor) -> Any:
         meta: _VjpMeta = ctx.meta
         res_t = iter(ctx.saved_tensors)
         res = _pytree.unflatten(
@@ -311,13 +322,20 @@ class custom_vjp:
 
 class _JvpMeta:
     __slots__ = ("args", "call", "flat", "fun", "jvp_flat", "n_in", "out_spec")
+    args: tuple[Any, ...]
+    call: str
+    flat: _Flat
+    fun: Callable[..., Any]
+    jvp_flat: Callable[..., list[torch.Tensor]]
+    n_in: int
+    out_spec: Any
 
 
 class _CustomJvpFunction(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(meta: _JvpMeta, *tensors: torch.Tensor) -> Any:  # type: ignore[override]
+    def forward(meta: _JvpMeta, *tensors: torch.Tensor) -> Any:
         out = meta.fun(*meta.flat.rebuild(meta.args, tensors))
         leaves, spec = _flatten_out(meta.call, out, "out")
         meta.out_spec = spec
@@ -338,7 +356,7 @@ class _CustomJvpFunction(torch.autograd.Function):
         return tuple(meta.jvp_flat(primals, tans))
 
     @staticmethod
-    def backward(ctx: Any, *cts: torch.Tensor) -> Any:  # type: ignore[override]
+    def backward(ctx: Any, *cts: torch.Tensor) -> Any:
         meta: _JvpMeta = ctx.meta
         primals = ctx.saved_tensors
         zeros = tuple(torch.zeros_like(p) for p in primals)
@@ -346,7 +364,7 @@ class _CustomJvpFunction(torch.autograd.Function):
         def linear(*tans: torch.Tensor) -> tuple[torch.Tensor, ...]:
             return tuple(meta.jvp_flat(primals, tans))
 
-        _, pull = torch.func.vjp(linear, *zeros)
+        pull = torch.func.vjp(linear, *zeros)[1]
         cts_full = tuple(torch.zeros_like(c) if c is None else c for c in cts)
         return (None, *pull(cts_full))
 
@@ -526,7 +544,8 @@ class _CkptMeta:
     __slots__ = ("fun", "rebuild", "spec")
 
     def __init__(self, fun: Callable[..., Any], rebuild: Callable[..., tuple[Any, ...]]) -> None:
-        self.fun, self.rebuild, self.spec = fun, rebuild, None
+        self.fun, self.rebuild = fun, rebuild
+        self.spec: Any = None
 
     def flat(self, *p: torch.Tensor) -> tuple[torch.Tensor, ...]:
         leaves, self.spec = _pytree.flatten(self.fun(*self.rebuild(p)))
@@ -537,7 +556,7 @@ class _CheckpointFunction(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(meta: _CkptMeta, *tensors: torch.Tensor) -> Any:  # type: ignore[override]
+    def forward(meta: _CkptMeta, *tensors: torch.Tensor) -> Any:
         return meta.flat(*tensors)
 
     @staticmethod
@@ -555,9 +574,10 @@ class _CheckpointFunction(torch.autograd.Function):
         return torch.func.jvp(ctx.meta.flat, primals, tans)[1]
 
     @staticmethod
-    def backward(ctx: Any, *cts: torch.Tensor) -> Any:  # type: ignore[override]
+    def backward(ctx: Any, *cts: torch.Tensor) -> Any:
         primals = ctx.saved_tensors
-        outs, pull = torch.func.vjp(ctx.meta.flat, *primals)
+        res = torch.func.vjp(ctx.meta.flat, *primals)
+        outs, pull = res[0], res[1]
         cts_full = tuple(torch.zeros_like(o) if c is None else c for o, c in zip(outs, cts))
         return (None, *pull(cts_full))
 

@@ -247,9 +247,11 @@ def _func(
         # The lean call (int argnums for one primal, no aux): each of torch.func's tuple/aux
         # paths costs measurable time per call under vmap (benchmarks/bench_core.py).
         if len(primals) == 1:
-            g1, value = _engine.func_call(
-                call, torch.func.grad_and_value(lambda p: flat(p)[0]), primals[0]
-            )
+
+            def value_of(p: torch.Tensor) -> torch.Tensor:
+                return flat(p)[0]
+
+            g1, value = _engine.func_call(call, torch.func.grad_and_value(value_of), primals[0])
             grads = (g1,)
         else:
             gs, value = _engine.func_call(
