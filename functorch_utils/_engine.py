@@ -50,6 +50,7 @@ __all__ = [
     "conj_if_complex",
     "detach_tree",
     "LEGACY_FUNCTION_HINT",
+    "LegacyFunctionError",
 ]
 
 _maybe_current_level = torch._C._functorch.maybe_current_level
@@ -349,12 +350,16 @@ LEGACY_FUNCTION_HINT = (
 )
 
 
+class LegacyFunctionError(TypeError):
+    """torch.func refused a legacy ``autograd.Function`` (see LEGACY_FUNCTION_HINT)."""
+
+
 def func_call(call: str, fn: Callable[..., Any], *args: Any) -> Any:
     try:
         return fn(*args)
     except RuntimeError as e:
         if "setup_context" in str(e) and "autograd.Function" in str(e):
-            raise TypeError(f"{call}: " + LEGACY_FUNCTION_HINT.format(where=call)) from e
+            raise LegacyFunctionError(f"{call}: " + LEGACY_FUNCTION_HINT.format(where=call)) from e
         raise
 
 

@@ -74,3 +74,19 @@ def test_cuda_compiled_per_sample_grads():
         fu.tree_util.tree_leaves(compiled(p, x)), fu.tree_util.tree_leaves(per_sample(p, x))
     ):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_cuda_top_level_jacrev_of_a_legacy_function_falls_back_to_the_tape():
+    class Square(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x**2
+
+        @staticmethod
+        def backward(ctx, g):
+            (x,) = ctx.saved_tensors
+            return 2 * x * g
+
+    x = torch.tensor([1.0, 2.0], device="cuda")
+    torch.testing.assert_close(fu.jacrev(Square.apply)(x), torch.diag(2 * x))
