@@ -27,7 +27,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 import torch.func
@@ -60,6 +60,31 @@ def _bind(fun: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     bound = inspect.signature(fun).bind(*args, **kwargs)
     bound.apply_defaults()
     return tuple(bound.args) + tuple(bound.kwargs.values())
+
+
+def _no_rule(call: str, kind: str, expected: str, fix: str) -> NoReturn:
+    raise AttributeError(
+        message(
+            call,
+            f"no {kind} rule is defined",
+            f"{expected} before the first call",
+            "a call without one",
+            fix,
+        )
+    )
+
+
+def _split_args(
+    fun: Callable[..., Any],
+    nondiff_argnums: tuple[int, ...],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> tuple[tuple[Any, ...], list[int], _Flat]:
+    """Positional args (keywords bound), the nondiff positions, and the differentiated leaves."""
+    args = _bind(fun, args, kwargs)
+    nargs = len(args)
+    nondiff = sorted(i + nargs if i < 0 else i for i in nondiff_argnums)
+    return args, nondiff, _Flat(args, [i for i in range(nargs) if i not in nondiff])
 
 
 class _Flat:
@@ -266,20 +291,8 @@ class custom_vjp:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         call = f"custom_vjp({fun_name(self.fun)})"
         if self.fwd is None or self.bwd is None:
-            raise AttributeError(
-                message(
-                    call,
-                    "no VJP rule is defined",
-                    "f.defvjp(fwd, bwd) before the first call",
-                    "a call without one",
-                    "Call defvjp on the custom_vjp function.",
-                )
-            )
-        args = _bind(self.fun, args, kwargs)
-        nargs = len(args)
-        nondiff = sorted(i + nargs if i < 0 else i for i in self.nondiff_argnums)
-        diff_pos = [i for i in range(nargs) if i not in nondiff]
-        flat = _Flat(args, diff_pos)
+            _no_rule(call, "VJP", "f.defvjp(fwd, bwd)", "Call defvjp on the custom_vjp function.")
+        args, nondiff, flat = _split_args(self.fun, self.nondiff_argnums, args, kwargs)
         res_out = self.fwd(*args)
         if not (isinstance(res_out, tuple) and len(res_out) == 2):
             raise_type(
@@ -428,20 +441,14 @@ class custom_jvp:
         call = f"custom_jvp({fun_name(self.fun)})"
         rule = self.rule
         if rule is None:
-            raise AttributeError(
-                message(
-                    call,
-                    "no JVP rule is defined",
-                    "f.defjvp(rule) before the first call",
-                    "a call without one",
-                    "Call defjvp (or defjvps) on the custom_jvp function.",
-                )
+            _no_rule(
+                call,
+                "JVP",
+                "f.defjvp(rule)",
+                "Call defjvp (or defjvps) on the custom_jvp function.",
             )
-        args = _bind(self.fun, args, kwargs)
-        nargs = len(args)
-        nondiff = sorted(i + nargs if i < 0 else i for i in self.nondiff_argnums)
-        diff_pos = [i for i in range(nargs) if i not in nondiff]
-        flat = _Flat(args, diff_pos)
+        args, nondiff, flat = _split_args(self.fun, self.nondiff_argnums, args, kwargs)
+        diff_pos = flat.diff_pos
         fun = self.fun
         meta = _JvpMeta()
         meta.args, meta.call, meta.flat, meta.n_in = args, call, flat, len(flat.tensors)
