@@ -49,6 +49,7 @@ __all__ = [
     "func_call",
     "conj_if_complex",
     "detach_tree",
+    "split_aux",
     "LEGACY_FUNCTION_HINT",
     "LegacyFunctionError",
 ]
@@ -397,3 +398,18 @@ def detach_tree(tree: Any) -> Any:
     return _pytree.unflatten(
         spec, [x.detach() if isinstance(x, torch.Tensor) else x for x in leaves]
     )
+
+
+def split_aux(call: str, res: Any, has_aux: bool) -> tuple[Any, Any]:
+    """``(output, aux)`` of a result under ``has_aux``, checked to be a pair."""
+    if not has_aux:
+        return res, None
+    if not (isinstance(res, tuple) and len(res) == 2):
+        raise_type(
+            call,
+            "with has_aux=True the function must return a pair (output, aux)",
+            "a tuple of length 2",
+            describe(res),
+            "Return (output, aux), or drop has_aux=True.",
+        )
+    return res

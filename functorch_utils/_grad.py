@@ -111,18 +111,7 @@ def _make(
 
         def flat(*primals: torch.Tensor) -> tuple[torch.Tensor, Any]:
             res = fun(*inputs.rebuild(primals), **kwargs)
-            if has_aux:
-                if not (isinstance(res, tuple) and len(res) == 2):
-                    raise_type(
-                        call,
-                        "with has_aux=True the function must return a pair (output, aux)",
-                        "a tuple of length 2",
-                        describe(res),
-                        "Return (value, aux), or drop has_aux=True.",
-                    )
-                out, aux = res
-            else:
-                out, aux = res, None
+            out, aux = _engine.split_aux(call, res, has_aux)
             return _check_scalar(call, out, holomorphic), aux
 
         if _engine.use_tape():
@@ -223,7 +212,7 @@ def _func(
         return out, (), aux
     box: list[Any] = []
 
-    def split_aux(*p: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    def tensor_aux(*p: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         # torch.func only passes tensors through aux; the rest travels beside it.
         out, aux = flat(*p)
         if not has_aux:
@@ -234,13 +223,13 @@ def _func(
 
     if holomorphic:  # complex output: torch.func.grad only seeds real scalars
         value, vjp_fn, aux_t = _engine.func_call(
-            call, lambda *p: torch.func.vjp(split_aux, *p, has_aux=True), *primals
+            call, lambda *p: torch.func.vjp(tensor_aux, *p, has_aux=True), *primals
         )
         grads = tuple(vjp_fn(torch.ones_like(value)))
     elif has_aux:
         argnums = 0 if len(primals) == 1 else tuple(range(len(primals)))
         grads, (value, aux_t) = _engine.func_call(
-            call, torch.func.grad_and_value(split_aux, argnums=argnums, has_aux=True), *primals
+            call, torch.func.grad_and_value(tensor_aux, argnums=argnums, has_aux=True), *primals
         )
         grads = (grads,) if len(primals) == 1 else tuple(grads)
     else:

@@ -27,20 +27,6 @@ __all__ = ["jvp", "linear_transpose", "linearize", "vjp"]
 # shared pieces
 
 
-def split_aux(call: str, res: Any, has_aux: bool) -> tuple[Any, Any]:
-    if not has_aux:
-        return res, None
-    if not (isinstance(res, tuple) and len(res) == 2):
-        raise_type(
-            call,
-            "with has_aux=True the function must return a pair (output, aux)",
-            "a tuple of length 2",
-            describe(res),
-            "Return (output, aux), or drop has_aux=True.",
-        )
-    return res
-
-
 class FlatFun:
     """``fun`` as a function of the flat differentiable leaves, returning flat tensor outputs.
 
@@ -70,7 +56,7 @@ class FlatFun:
     def raw(self, *primals: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], Any]:
         """Outputs as a flat tuple and aux as returned (for the tape)."""
         res = self.fun(*self.inputs.rebuild(primals), **self.kwargs)
-        out, aux = split_aux(self.call, res, self.has_aux)
+        out, aux = _engine.split_aux(self.call, res, self.has_aux)
         if isinstance(out, torch.Tensor):
             self.out_spec = None
             self.out_dtypes = [out.dtype]
