@@ -48,3 +48,17 @@ tree_util.register_dataclass(Params)
 
 def leaves(tree: Any) -> list[Any]:
     return optree.tree_leaves(tree, namespace="functorch_utils")
+
+
+class LegacySquare(torch.autograd.Function):
+    """x**2 as a legacy autograd.Function (no setup_context), which torch.func refuses."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x**2
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return 2 * x * g

@@ -10,6 +10,8 @@ import torch
 
 import functorch_utils as fu
 
+from .helpers import LegacySquare
+
 pytestmark = [
     pytest.mark.cuda,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
@@ -77,16 +79,5 @@ def test_cuda_compiled_per_sample_grads():
 
 
 def test_cuda_top_level_jacrev_of_a_legacy_function_falls_back_to_the_tape():
-    class Square(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x):
-            ctx.save_for_backward(x)
-            return x**2
-
-        @staticmethod
-        def backward(ctx, g):
-            (x,) = ctx.saved_tensors
-            return 2 * x * g
-
     x = torch.tensor([1.0, 2.0], device="cuda")
-    torch.testing.assert_close(fu.jacrev(Square.apply)(x), torch.diag(2 * x))
+    torch.testing.assert_close(fu.jacrev(LegacySquare.apply)(x), torch.diag(2 * x))

@@ -11,7 +11,7 @@ import torch.func
 import functorch_utils as fu
 from functorch_utils import tree_util
 
-from .helpers import Params, Point, tree_allclose
+from .helpers import LegacySquare, Params, Point, tree_allclose
 
 
 def loss(p, x):
@@ -260,25 +260,13 @@ def test_dtype_preserved():
     assert fu.grad(lambda x: (x**2).sum())(x).dtype == torch.float64
 
 
-class _Legacy(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return x**2
-
-    @staticmethod
-    def backward(ctx, g):
-        (x,) = ctx.saved_tensors
-        return 2 * x * g
-
-
 def test_legacy_autograd_function_top_level_and_error_under_vmap():
     x = torch.tensor([1.0, 2.0])
-    assert torch.equal(fu.grad(lambda x: _Legacy.apply(x).sum())(x), 2 * x)
-    _v, g = fu.value_and_grad(lambda x: _Legacy.apply(x).sum())(x)
+    assert torch.equal(fu.grad(lambda x: LegacySquare.apply(x).sum())(x), 2 * x)
+    _v, g = fu.value_and_grad(lambda x: LegacySquare.apply(x).sum())(x)
     assert torch.equal(g, 2 * x)
     with pytest.raises(TypeError, match=re.escape("legacy torch.autograd.Function")):
-        torch.func.vmap(fu.grad(lambda x: _Legacy.apply(x).sum()))(torch.ones(3, 2))
+        torch.func.vmap(fu.grad(lambda x: LegacySquare.apply(x).sum()))(torch.ones(3, 2))
 
 
 def test_engines_agree():

@@ -10,7 +10,7 @@ import torch.func
 
 import functorch_utils as fu
 
-from .helpers import Point, tree_allclose
+from .helpers import LegacySquare, Point, tree_allclose
 
 D = torch.float64
 
@@ -149,19 +149,8 @@ def test_outputs_independent_of_input_are_zero():
 
 
 def test_top_level_jacrev_legacy_function():
-    class Sq(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x):
-            ctx.save_for_backward(x)
-            return x**2
-
-        @staticmethod
-        def backward(ctx, g):
-            (x,) = ctx.saved_tensors
-            return 2 * x * g
-
     x = torch.tensor([1.0, 2.0])
-    assert torch.equal(fu.jacrev(Sq.apply)(x), torch.diag(2 * x))
+    assert torch.equal(fu.jacrev(LegacySquare.apply)(x), torch.diag(2 * x))
 
 
 def test_outer_autograd_through_jacobian():
