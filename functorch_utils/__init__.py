@@ -10,11 +10,8 @@ Example:
 from . import flatten_util as flatten_util
 from . import nn as nn
 from . import tree_util as tree_util
-from ._custom import checkpoint as checkpoint
 from ._custom import custom_jvp as custom_jvp
 from ._custom import custom_vjp as custom_vjp
-from ._custom import remat as remat
-from ._custom import stop_gradient as stop_gradient
 from ._grad import grad as grad
 from ._grad import value_and_grad as value_and_grad
 from ._jac import hessian as hessian
@@ -26,6 +23,9 @@ from ._jvp_vjp import jvp as jvp
 from ._jvp_vjp import linear_transpose as linear_transpose
 from ._jvp_vjp import linearize as linearize
 from ._jvp_vjp import vjp as vjp
+from ._remat import checkpoint as checkpoint
+from ._remat import remat as remat
+from ._remat import stop_gradient as stop_gradient
 from ._vmap import all_gather as all_gather
 from ._vmap import axis_index as axis_index
 from ._vmap import pmax as pmax

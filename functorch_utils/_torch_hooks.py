@@ -1,0 +1,127 @@
+"""Every private torch API the package uses, and every match on torch's error text.
+
+Each hook has a fallback that raises :class:`TorchHookMissing` (never one that silently answers
+``False``), and ``tests/test_torch_hooks.py`` pins each one, so that a torch upgrade that moves
+one fails in CI, not in a user's derivative.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+__all__ = [
+    "TorchHookMissing",
+    "current_level",
+    "interpreter_keys",
+    "forward_levels",
+    "under_vmap",
+    "run_backward",
+    "is_compiling",
+    "is_legacy_function_error",
+]
+
+
+class TorchHookMissing(RuntimeError):
+    """A private torch API this package relies on is missing from the installed torch."""
+
+
+def _missing(what: str) -> TorchHookMissing:
+    return TorchHookMissing(
+        f"functorch_utils relies on the private torch API {what}, which this torch "
+        f"({torch.__version__}) does not have. Please report this with your torch version."
+    )
+
+
+# torch.func has no public "is a transform active?"; maybe_current_level is None outside all.
+try:
+    _maybe_current_level: Callable[[], int | None] = torch._C._functorch.maybe_current_level
+except AttributeError:  # pragma: no cover - depends on the torch version
+
+    def _maybe_current_level() -> int | None:
+        raise _missing("torch._C._functorch.maybe_current_level")
+
+
+def current_level() -> int | None:
+    """The innermost active functorch level, or ``None`` when no transform is active."""
+    return _maybe_current_level()
+
+
+def interpreter_keys() -> list[Any]:
+    """The transform types of the active functorch interpreters, outermost first."""
+    try:
+        stack = torch._C._functorch.get_interpreter_stack()
+    except AttributeError as e:  # pragma: no cover - depends on the torch version
+        raise _missing("torch._C._functorch.get_interpreter_stack") from e
+    return [i.key() for i in (stack or [])]
+
+
+def _transform_type(name: str) -> Any:
+    try:
+        return getattr(torch._C._functorch.TransformType, name)
+    except AttributeError as e:  # pragma: no cover - depends on the torch version
+        raise _missing(f"torch._C._functorch.TransformType.{name}") from e
+
+
+def forward_levels() -> int:
+    """How many forward-mode (jvp) levels are active."""
+    jvp = _transform_type("Jvp")
+    return sum(1 for k in interpreter_keys() if k == jvp)
+
+
+def under_vmap() -> bool:
+    """Whether a torch.func vmap level is active."""
+    vmap = _transform_type("Vmap")
+    return any(k == vmap for k in interpreter_keys())
+
+
+is_compiling: Callable[[], bool] = torch.compiler.is_compiling
+
+
+# NOTE [direct engine call]
+# ``torch.autograd.grad``'s Python wrapper costs ~15 us per call (argument normalisation, grad
+# seeding), a third of the cost of a tiny gradient. The tape path calls the function it wraps,
+# ``torch.autograd.graph._engine_run_backward`` (private), with everything already normalised.
+# Its arguments are bound by keyword so that a signature change fails loudly (TypeError), and
+# tests/test_torch_hooks.py pins it against torch.autograd.grad.
+try:
+    from torch.autograd.graph import _engine_run_backward
+except ImportError:  # pragma: no cover - depends on the torch version
+    _engine_run_backward = None
+
+
+def run_backward(
+    outputs: Sequence[torch.Tensor],
+    cotangents: Sequence[torch.Tensor],
+    inputs: Sequence[torch.Tensor],
+    *,
+    create_graph: bool,
+    retain_graph: bool,
+) -> tuple[torch.Tensor | None, ...]:
+    """The gradients of ``outputs`` (seeded with ``cotangents``) w.r.t. ``inputs``; None if unused."""
+    if _engine_run_backward is None:  # pragma: no cover - depends on the torch version
+        return torch.autograd.grad(
+            outputs,
+            inputs,
+            cotangents,
+            retain_graph=retain_graph or create_graph,
+            create_graph=create_graph,
+            allow_unused=True,
+        )
+    return _engine_run_backward(
+        tuple(outputs),
+        grad_tensors=tuple(cotangents),
+        keep_graph=retain_graph or create_graph,
+        create_graph=create_graph,
+        inputs=tuple(inputs),
+        allow_unreachable=True,
+        accumulate_grad=False,
+    )
+
+
+def is_legacy_function_error(err: BaseException) -> bool:
+    """torch.func's refusal of an ``autograd.Function`` without ``setup_context``."""
+    text = str(err)
+    return isinstance(err, RuntimeError) and "setup_context" in text and "autograd.Function" in text
