@@ -1,4 +1,4 @@
-"""custom_vjp, custom_jvp, stop_gradient, checkpoint, linear_transpose, hvp."""
+"""custom_vjp, custom_jvp, linear_transpose, hvp."""
 
 from __future__ import annotations
 
@@ -124,8 +124,6 @@ def test_forward_over_forward_of_a_custom_rule_is_refused_not_wrong():
     softplus = make_softplus_jvp()
     with pytest.raises(TypeError, match=re.escape("forward-over-forward differentiation")):
         fu.jacfwd(fu.jacfwd(softplus))(X)
-    with pytest.raises(TypeError, match=re.escape("forward-over-forward differentiation")):
-        fu.jacfwd(fu.jacfwd(fu.checkpoint(torch.sin)))(X)
     # forward over reverse is fine
     tree_allclose(fu.jacfwd(fu.jacrev(softplus))(X), fu.jacrev(fu.jacrev(softplus))(X))
 
@@ -148,58 +146,6 @@ def test_custom_jvp_defjvps_two_args():
     mul.defjvps(lambda g, ans, x, y: g * y, lambda g, ans, x, y: g * x)
     gx, gy = fu.grad(mul, argnums=(0, 1))(torch.tensor(2.0), torch.tensor(3.0))
     assert gx.item() == 3.0 and gy.item() == 2.0
-
-
-def test_stop_gradient_both_modes_every_order():
-    def f(x):
-        return fu.stop_gradient(x) * x
-
-    x = torch.tensor(3.0)
-    assert fu.grad(f)(x).item() == 3.0
-    assert fu.jvp(f, (x,), (torch.tensor(1.0),))[1].item() == 3.0
-    assert fu.grad(fu.grad(f))(x).item() == 0.0
-    assert fu.jacfwd(fu.grad(f))(x).item() == 0.0
-    tree = fu.stop_gradient({"a": x, "s": "kept"})
-    assert tree["s"] == "kept"
-
-
-@pytest.mark.parametrize(
-    "transform",
-    ["grad", "vmap_grad", "jacrev", "jacfwd", "hessian"],
-)
-def test_checkpoint_equals_function(transform):
-    def body(x):
-        return (x.sin() * x.exp()).cumsum(0)
-
-    ckpt = fu.checkpoint(body)
-    t = {
-        "grad": lambda f: fu.grad(lambda x: f(x).sum()),
-        "vmap_grad": lambda f: torch.func.vmap(fu.grad(lambda x: f(x).sum())),
-        "jacrev": fu.jacrev,
-        "jacfwd": fu.jacfwd,
-        "hessian": lambda f: fu.hessian(lambda x: f(x).sum()),
-    }[transform]
-    x = X if transform != "vmap_grad" else X.reshape(3, 1)
-    tree_allclose(t(ckpt)(x), t(body)(x))
-    assert fu.remat is fu.checkpoint
-
-
-def test_checkpoint_saves_only_inputs():
-    saved = []
-
-    def pack(t):
-        saved.append(t.numel())
-        return t
-
-    x = torch.randn(1000, dtype=D, requires_grad=True)
-    body = lambda x: x.sin().exp().cos().sum()  # noqa: E731
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fu.checkpoint(body)(x)
-    ckpt_saved = sum(saved)
-    saved.clear()
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        body(x)
-    assert ckpt_saved == 1000 and sum(saved) >= 3000
 
 
 def test_hvp_equals_hessian_times_v_and_vmaps():
