@@ -18,6 +18,7 @@ __all__ = [
     "NAMESPACE",
     "flatten",
     "unflatten",
+    "tree_map",
     "leaf_names",
     "structure_errors",
     "is_float_like",
@@ -30,8 +31,77 @@ __all__ = [
 NAMESPACE = "functorch_utils"
 
 
-def flatten(tree: Any) -> tuple[list[Any], optree.PyTreeSpec]:
-    return optree.tree_flatten(tree, none_is_leaf=False, namespace=NAMESPACE)
+def flatten(
+    tree: Any, *, call: str = "tree_flatten(tree)", root: str = "tree"
+) -> tuple[list[Any], optree.PyTreeSpec]:
+    """optree's flatten; a tree that holds itself is a ``ValueError`` naming where, not a crash.
+
+    ``call`` and ``root`` only shape that error (the API call, and the name the key path starts
+    from).
+    """
+    try:
+        return optree.tree_flatten(tree, none_is_leaf=False, namespace=NAMESPACE)
+    except RecursionError:
+        pass  # leave the except block: the deep recursion is noise in the traceback
+    # Error path only. An iterative walk finds the first node that is its own ancestor. Nodes
+    # already explored are skipped (shared subtrees are not cycles); optree's nesting limit bounds
+    # the depth, so custom nodes that build fresh children forever end as "too deep".
+    import reprlib
+    import sys
+
+    from ._errors import raise_value
+
+    limit = 2 * sys.getrecursionlimit()
+    deepest = 0
+    done: dict[int, Any] = {}  # holds the nodes too, so that their ids stay unique
+    path: list[tuple[Any, str, Any]] = [(tree, root, None)]
+    while path:
+        node, where, children = path[-1]
+        if children is None:
+            seen = [False]  # is_leaf is asked about ``node`` first: expand it, stop below it
+
+            def below(x: Any, seen: list[bool] = seen) -> bool:
+                first = not seen[0]
+                seen[0] = True
+                return not first
+
+            accessors, kids, spec = optree.tree_flatten_with_accessor(
+                node, is_leaf=below, none_is_leaf=False, namespace=NAMESPACE
+            )
+            children = iter([] if spec.is_leaf() else list(zip(accessors, kids)))
+            path[-1] = (node, where, children)
+        step = next(children, None)
+        if step is None:
+            done[id(node)] = node
+            path.pop()
+            continue
+        accessor, child = step
+        child_where = accessor.codify(where)
+        ancestor = next((w for n, w, _ in path if n is child), None)
+        if ancestor is not None:
+            raise_value(
+                call,
+                f"the pytree is cyclic: {child_where} is {ancestor} itself",
+                "a tree whose containers do not hold themselves",
+                f"{type(tree).__name__} {reprlib.repr(tree)}",
+                "Break the cycle, e.g. put a copy of the inner container in the tree.",
+            )
+        if id(child) not in done:
+            deepest = max(deepest, len(path))
+            if len(path) > limit:
+                break
+            path.append((child, child_where, None))
+    raise_value(
+        call,
+        "the pytree is nested too deeply to flatten",
+        f"fewer than about {sys.getrecursionlimit()} levels of containers",
+        f"a {type(tree).__name__} with containers nested at least {deepest} levels deep",
+        "Flatten the structure, or keep deep data in one leaf (a tensor or a list in a leaf type).",
+    )
+
+
+def tree_map(fn: Any, tree: Any) -> Any:
+    return optree.tree_map(fn, tree, none_is_leaf=False, namespace=NAMESPACE)
 
 
 def unflatten(spec: optree.PyTreeSpec, leaves: Any) -> Any:

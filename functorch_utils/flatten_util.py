@@ -16,10 +16,12 @@ __all__ = ["ravel_pytree"]
 def ravel_pytree(pytree: Any, /) -> tuple[torch.Tensor, Callable[[torch.Tensor], Any]]:
     """Ravel a pytree of tensors into a 1-d tensor, with the function that undoes it.
 
-    The leaves are flattened, promoted to a common dtype (``torch.result_type`` rules, as JAX's
-    ``jnp.result_type``) and concatenated; ``unravel(vec)`` splits ``vec`` and casts each piece back
-    to its leaf's dtype and shape. Python numbers become tensors. An empty tree gives an empty
-    float tensor of the default dtype.
+    The leaves are flattened, promoted to a common dtype (``torch.promote_types`` rules, as JAX's
+    ``jnp.result_type``) and concatenated; ``unravel(vec)`` splits ``vec`` into pieces of the
+    leaves' shapes. As in JAX, when every leaf has the same dtype ``unravel`` keeps ``vec``'s dtype
+    (a boolean mask unravels to boolean leaves); with mixed dtypes ``vec`` must have the promoted
+    dtype and each piece is cast back to its leaf's dtype. Python numbers become tensors. An empty
+    tree gives an empty float tensor of the default dtype.
 
     Example:
         >>> import torch
@@ -31,7 +33,7 @@ def ravel_pytree(pytree: Any, /) -> tuple[torch.Tensor, Callable[[torch.Tensor],
         tensor([[0., 1.],
                 [2., 3.]])
     """
-    leaves, spec = flatten(pytree)
+    leaves, spec = flatten(pytree, call="ravel_pytree(pytree)", root="pytree")
     tensors = []
     for leaf in leaves:
         if isinstance(leaf, torch.Tensor):
@@ -62,8 +64,25 @@ def ravel_pytree(pytree: Any, /) -> tuple[torch.Tensor, Callable[[torch.Tensor],
     flat = torch.cat([t.reshape(-1).to(dtype) for t in tensors])
     total = flat.numel()
 
+    if all(d == dtype for d in dtypes):
+
+        def unravel_polymorphic(vec: torch.Tensor) -> Any:
+            _check_vec(vec, total)
+            pieces = torch.split(vec, sizes)
+            return unflatten(spec, [p.reshape(s) for p, s in zip(pieces, shapes)])
+
+        return flat, unravel_polymorphic
+
     def unravel(vec: torch.Tensor) -> Any:
         _check_vec(vec, total)
+        if vec.dtype != dtype:
+            raise_type(
+                "unravel(vec)",
+                "vec has another dtype than the raveled pytree of mixed dtypes",
+                f"dtype {dtype}",
+                f"dtype {vec.dtype}",
+                f"Cast it first: unravel(vec.to({dtype})).",
+            )
         pieces = torch.split(vec, sizes)
         return unflatten(spec, [p.reshape(s).to(d) for p, s, d in zip(pieces, shapes, dtypes)])
 

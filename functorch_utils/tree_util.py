@@ -17,14 +17,15 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import optree
 from optree import PyTreeSpec
 
-from ._errors import describe, raise_type, raise_value
-from ._pytree import NAMESPACE
+from ._errors import describe, message, raise_type, raise_value
+from ._pytree import NAMESPACE, flatten, structure_errors
 
 __all__ = [
     "PyTreeDef",
@@ -51,6 +52,45 @@ __all__ = [
 T = TypeVar("T")
 PyTreeDef = PyTreeSpec
 _KW: dict[str, Any] = {"none_is_leaf": False, "namespace": NAMESPACE}
+_MAP = "tree_map(f, tree, *rest)"
+_MAP_PATH = "tree_map_with_path(f, tree, *rest)"
+
+
+def _run(call: str, tree: Any, op: Callable[[], T]) -> T:
+    """``op()``, an optree walk of ``tree``; if it runs out of recursion, the error that says why.
+
+    ``_pytree.flatten`` finds the container that holds itself (or reports the depth) and raises a
+    ``ValueError`` with ``call`` in front.
+    """
+    try:
+        return op()
+    except RecursionError:
+        pass  # outside the except block: the deep recursion is noise in the traceback
+    flatten(tree, call=call)
+    return op()  # the walk found nothing: optree's own error stands
+
+
+def _structure_text(tree: Any) -> str:
+    try:
+        return str(optree.tree_structure(tree, **_KW))
+    except (RecursionError, ValueError, TypeError):
+        return describe(tree)
+
+
+def _up_to(call: str, spec: PyTreeSpec, tree: Any, other: Any, name: str) -> list[Any]:
+    """The subtrees of ``other`` at the leaves of ``spec`` (``tree``'s structure), or the error."""
+    try:
+        return spec.flatten_up_to(other)
+    except (ValueError, TypeError) as e:
+        raise ValueError(
+            message(
+                call,
+                f"{name} does not have the structure of tree",
+                f"tree's structure {spec} (deeper subtrees at its leaves are fine)",
+                _structure_text(other),
+                "Where they part:\n" + structure_errors(tree, other, "tree"),
+            )
+        ) from e
 
 
 def tree_map(
@@ -62,12 +102,22 @@ def tree_map(
 ) -> Any:
     """Map ``f`` over the leaves of ``tree`` (and the matching leaves of ``rest``).
 
+    Each tree in ``rest`` must have ``tree``'s structure, or a deeper one: ``f`` then gets the
+    whole subtree of that tree at each leaf of ``tree``. Anything else is a ``ValueError`` with the
+    key path where the structures part.
+
     Example:
         >>> from functorch_utils.tree_util import tree_map
         >>> tree_map(lambda a, b: a + b, {"x": 1, "y": (2, None)}, {"x": 10, "y": (20, None)})
         {'x': 11, 'y': (22, None)}
+        >>> tree_map(lambda a, b: (a, b), [1, 2], [[3, 4], {"k": 5}])
+        [(1, [3, 4]), (2, {'k': 5})]
     """
-    return optree.tree_map(f, tree, *rest, is_leaf=is_leaf, **_KW)
+    leaves, spec = _run(_MAP, tree, lambda: optree.tree_flatten(tree, is_leaf=is_leaf, **_KW))
+    if not rest:
+        return spec.unflatten(map(f, leaves))
+    others = [_up_to(_MAP, spec, tree, r, f"rest[{i}]") for i, r in enumerate(rest)]
+    return spec.unflatten(map(f, leaves, *others))
 
 
 def tree_map_with_path(
@@ -84,7 +134,11 @@ def tree_map_with_path(
         >>> tree_map_with_path(lambda p, x: keystr(p), {"a": [1, 2]})
         {'a': ["['a'][0]", "['a'][1]"]}
     """
-    return optree.tree_map_with_path(f, tree, *rest, is_leaf=is_leaf, **_KW)
+    paths, leaves, spec = _run(
+        _MAP_PATH, tree, lambda: optree.tree_flatten_with_path(tree, is_leaf=is_leaf, **_KW)
+    )
+    others = [_up_to(_MAP_PATH, spec, tree, r, f"rest[{i}]") for i, r in enumerate(rest)]
+    return spec.unflatten(map(f, paths, leaves, *others))
 
 
 def tree_flatten(
@@ -100,7 +154,9 @@ def tree_flatten(
         >>> tree_unflatten(treedef, [10, 20])
         {'b': 20, 'a': [10, None]}
     """
-    return optree.tree_flatten(tree, is_leaf=is_leaf, **_KW)
+    return _run(
+        "tree_flatten(tree)", tree, lambda: optree.tree_flatten(tree, is_leaf=is_leaf, **_KW)
+    )
 
 
 def tree_flatten_with_path(
@@ -113,7 +169,11 @@ def tree_flatten_with_path(
         >>> tree_flatten_with_path({"a": (1, 2)})[0]
         [(('a', 0), 1), (('a', 1), 2)]
     """
-    paths, leaves, spec = optree.tree_flatten_with_path(tree, is_leaf=is_leaf, **_KW)
+    paths, leaves, spec = _run(
+        "tree_flatten_with_path(tree)",
+        tree,
+        lambda: optree.tree_flatten_with_path(tree, is_leaf=is_leaf, **_KW),
+    )
     return list(zip(paths, leaves)), spec
 
 
@@ -131,8 +191,43 @@ def tree_leaves_with_path(
 
 
 def tree_unflatten(treedef: PyTreeSpec, leaves: Iterable[Any], /) -> Any:
-    """Rebuild a tree from a treedef and leaves (see :func:`tree_flatten`)."""
-    return optree.tree_unflatten(treedef, leaves)
+    """Rebuild a tree from a treedef and leaves (see :func:`tree_flatten`).
+
+    ``leaves`` must hold exactly one value per leaf of ``treedef``, in flattening order.
+
+    Example:
+        >>> from functorch_utils.tree_util import tree_structure, tree_unflatten
+        >>> tree_unflatten(tree_structure({"a": 0, "b": (0, None)}), [1, 2])
+        {'a': 1, 'b': (2, None)}
+    """
+    call = "tree_unflatten(treedef, leaves)"
+    if not isinstance(treedef, PyTreeSpec):
+        swapped = isinstance(leaves, PyTreeSpec)
+        raise_type(
+            call,
+            "treedef is not a treedef",
+            "a PyTreeDef from tree_flatten(tree)[1] or tree_structure(tree)",
+            describe(treedef),
+            "The treedef comes first: tree_unflatten(treedef, leaves)."
+            if swapped
+            else "Build it with tree_structure(example_tree).",
+        )
+    values = list(leaves)
+    if len(values) != treedef.num_leaves:
+        paths = [a.codify("tree") for a in treedef.accessors()]
+        where = (
+            f"the first missing leaf is {paths[len(values)]}"
+            if len(values) < len(paths)
+            else f"{len(values) - len(paths)} too many"
+        )
+        raise_value(
+            call,
+            f"wrong number of leaves for {treedef} ({where})",
+            f"{treedef.num_leaves} leaves",
+            f"{len(values)}",
+            "Pass one value per leaf, in the order tree_flatten gives them.",
+        )
+    return optree.tree_unflatten(treedef, values)
 
 
 def tree_leaves(tree: Any, /, is_leaf: Callable[[Any], bool] | None = None) -> list[Any]:
@@ -143,7 +238,7 @@ def tree_leaves(tree: Any, /, is_leaf: Callable[[Any], bool] | None = None) -> l
         >>> tree_leaves({"b": [3, None], "a": 1})
         [1, 3]
     """
-    return optree.tree_leaves(tree, is_leaf=is_leaf, **_KW)
+    return _run("tree_leaves(tree)", tree, lambda: optree.tree_leaves(tree, is_leaf=is_leaf, **_KW))
 
 
 def tree_structure(tree: Any, /, is_leaf: Callable[[Any], bool] | None = None) -> PyTreeSpec:
@@ -154,7 +249,9 @@ def tree_structure(tree: Any, /, is_leaf: Callable[[Any], bool] | None = None) -
         >>> tree_structure((1, {"a": None}))
         PyTreeSpec((*, {'a': None}))
     """
-    return optree.tree_structure(tree, is_leaf=is_leaf, **_KW)
+    return _run(
+        "tree_structure(tree)", tree, lambda: optree.tree_structure(tree, is_leaf=is_leaf, **_KW)
+    )
 
 
 _MISSING = object()
@@ -174,9 +271,14 @@ def tree_reduce(
         >>> tree_reduce(lambda a, b: a + b, {"x": 1, "y": [2, 3]})
         6
     """
+    leaves = _run(
+        "tree_reduce(function, tree)",
+        tree,
+        lambda: optree.tree_leaves(tree, is_leaf=is_leaf, **_KW),
+    )
     if initializer is _MISSING:
-        return optree.tree_reduce(function, tree, is_leaf=is_leaf, **_KW)
-    return optree.tree_reduce(function, tree, initializer, is_leaf=is_leaf, **_KW)
+        return functools.reduce(function, leaves)
+    return functools.reduce(function, leaves, initializer)
 
 
 def tree_all(tree: Any, /, is_leaf: Callable[[Any], bool] | None = None) -> bool:
@@ -190,16 +292,39 @@ def tree_all(tree: Any, /, is_leaf: Callable[[Any], bool] | None = None) -> bool
     return all(tree_leaves(tree, is_leaf))
 
 
-def tree_transpose(outer_treedef: PyTreeSpec, inner_treedef: PyTreeSpec, pytree: Any, /) -> Any:
+def tree_transpose(
+    outer_treedef: PyTreeSpec, inner_treedef: PyTreeSpec | None, pytree: Any, /
+) -> Any:
     """Turn a tree of ``outer`` structure with ``inner``-structured subtrees inside out.
+
+    With ``inner_treedef=None`` the inner structure is that of the first subtree.
 
     Example:
         >>> from functorch_utils.tree_util import tree_structure, tree_transpose
         >>> outer, inner = tree_structure([0, 0]), tree_structure((0, 0))
         >>> tree_transpose(outer, inner, [(1, 2), (3, 4)])
         ([1, 3], [2, 4])
+        >>> tree_transpose(outer, None, [{"a": 1}, {"a": 2}])
+        {'a': [1, 2]}
     """
-    return optree.tree_transpose(outer_treedef, inner_treedef, pytree)
+    call = "tree_transpose(outer_treedef, inner_treedef, pytree)"
+    for name, spec in (("outer_treedef", outer_treedef), ("inner_treedef", inner_treedef)):
+        if not (isinstance(spec, PyTreeSpec) or (spec is None and name == "inner_treedef")):
+            raise_type(call, f"{name} is not a treedef", "a PyTreeDef", describe(spec))
+    if inner_treedef is None:
+        subtrees = _up_to(call, outer_treedef, outer_treedef, pytree, "pytree")
+        inner_treedef = tree_structure(subtrees[0]) if subtrees else tree_structure(None)
+    try:
+        return optree.tree_transpose(outer_treedef, inner_treedef, pytree)
+    except (TypeError, ValueError) as e:
+        raise TypeError(
+            message(
+                call,
+                "structure mismatch: pytree is not outer_treedef with inner_treedef at its leaves",
+                f"{outer_treedef.compose(inner_treedef)}",
+                _structure_text(pytree),
+            )
+        ) from e
 
 
 def treedef_children(treedef: PyTreeSpec, /) -> list[PyTreeSpec]:
