@@ -1,4 +1,4 @@
-"""Pytree assertions: ``assert_trees_allclose``."""
+"""Pytree assertions: ``assert_trees_allclose``; leaves compare with ``torch.testing.assert_close``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from ._tree import flatten, leaf_paths, structure_errors
+from functorch_utils._pytree import flatten, leaf_names, structure_errors
 
 __all__ = ["assert_trees_allclose", "default_tolerance"]
 
@@ -47,6 +47,42 @@ def _fmt(x: Any) -> str:
     if isinstance(x, torch.Tensor):
         return f"tensor of dtype {x.dtype} and shape {tuple(x.shape)}"
     return f"{type(x).__name__} {x!r}"
+
+
+def _mismatch(x: torch.Tensor, y: torch.Tensor, rtol: float, atol: float) -> str | None:
+    """``None`` when ``x`` and ``y`` are close (``torch.testing.assert_close``), else its report."""
+    try:
+        torch.testing.assert_close(x, y, rtol=rtol, atol=atol, equal_nan=True)
+    except AssertionError as e:
+        return str(e).split("\n\n", 1)[-1]
+    return None
+
+
+def _compare(path: str, x: torch.Tensor, y: torch.Tensor, rtol: float, atol: float) -> None:
+    call = "assert_trees_allclose(a, b)"
+    xd, yd = x.detach().cpu(), y.detach().cpu()
+    if not (xd.is_floating_point() or xd.is_complex()):
+        report = _mismatch(xd, yd, rtol, atol)
+        if report is not None:
+            diff = (xd.long() - yd.long()).abs().max() if xd.numel() else 0
+            raise AssertionError(
+                f"{call}: values differ at {path} (shape {tuple(x.shape)}, dtype {x.dtype}); "
+                f"max abs error {int(diff)}.\n{report}"
+            )
+        return
+    wide = torch.complex128 if xd.is_complex() else torch.float64
+    xw, yw = xd.to(wide), yd.to(wide)
+    report = _mismatch(xw, yw, rtol, atol)
+    if report is None:
+        return
+    both_nan = torch.isnan(xw) & torch.isnan(yw)
+    abs_err = torch.nan_to_num(torch.where(both_nan, 0.0, (xw - yw).abs()), nan=float("inf"))
+    rel_err = abs_err / yw.abs().clamp_min(torch.finfo(torch.float64).tiny)
+    raise AssertionError(
+        f"{call}: values differ at {path} (shape {tuple(x.shape)}, dtype {x.dtype}); "
+        f"max abs error {float(abs_err.max()):.6g}, max rel error {float(rel_err.max()):.6g}; "
+        f"tolerance atol {atol:g} + rtol {rtol:g} * |b|.\n{report}"
+    )
 
 
 def assert_trees_allclose(
@@ -92,8 +128,7 @@ def assert_trees_allclose(
             f"{call}: the structures differ:\n{structure_errors(b, a, 'a')}\n"
             f"expected (b): {spec_b}\ngot (a): {spec_a}"
         )
-    paths = leaf_paths(a, "a")
-    for path, x, y in zip(paths, leaves_a, leaves_b):
+    for path, x, y in zip(leaf_names(a, "a"), leaves_a, leaves_b):
         if isinstance(x, torch.Tensor) != isinstance(y, torch.Tensor):
             raise AssertionError(f"{call}: leaf {path} is a {_fmt(x)}; expected a {_fmt(y)}.")
         if not isinstance(x, torch.Tensor):
@@ -109,35 +144,4 @@ def assert_trees_allclose(
                 f"{call}: dtypes differ at {path}; expected {y.dtype}, got {x.dtype}."
             )
         d_rtol, d_atol = default_tolerance(x.dtype)
-        r = d_rtol if rtol is None else rtol
-        t = d_atol if atol is None else atol
-        xd, yd = x.detach().cpu(), y.detach().cpu()
-        if not (xd.is_floating_point() or xd.is_complex()):
-            close = bool(torch.equal(xd, yd)) if r == 0 and t == 0 else None
-            if close is None:
-                close = bool(torch.allclose(xd.double(), yd.double(), rtol=r, atol=t))
-            if not close:
-                diff = (xd.long() - yd.long()).abs().max() if xd.numel() else 0
-                raise AssertionError(
-                    f"{call}: values differ at {path} (shape {tuple(x.shape)}, dtype {x.dtype}); "
-                    f"max abs error {int(diff)}."
-                )
-            continue
-        wide = torch.complex128 if xd.is_complex() else torch.float64
-        xw, yw = xd.to(wide), yd.to(wide)
-        if torch.allclose(xw, yw, rtol=r, atol=t, equal_nan=True):
-            continue
-        both_nan = torch.isnan(xw) & torch.isnan(yw)
-        abs_err = torch.where(both_nan, 0.0, (xw - yw).abs())
-        abs_err = torch.nan_to_num(abs_err, nan=float("inf"))
-        rel_err = abs_err / yw.abs().clamp_min(torch.finfo(torch.float64).tiny)
-        k = int(torch.argmax((abs_err - (t + r * yw.abs())).reshape(-1)))
-        idx = (
-            tuple(int(i) for i in torch.unravel_index(torch.tensor(k), x.shape)) if x.dim() else ()
-        )
-        raise AssertionError(
-            f"{call}: values differ at {path} (shape {tuple(x.shape)}, dtype {x.dtype}); "
-            f"max abs error {float(abs_err.max()):.6g}, max rel error {float(rel_err.max()):.6g}; "
-            f"tolerance atol {t:g} + rtol {r:g} * |b|; worst element {list(idx)}: "
-            f"got {xw.reshape(-1)[k].item()}, expected {yw.reshape(-1)[k].item()}."
-        )
+        _compare(path, x, y, d_rtol if rtol is None else rtol, d_atol if atol is None else atol)

@@ -2,26 +2,36 @@
 
 # NOTE [consistency tolerances]
 # Two AD paths to the same quantity differ only by rounding, so the tolerance is a small multiple
-# of the dtype's epsilon times a scale: 32 * eps * scale by default. Worst case over 200 random
-# small functions on CPU (TESTING.md), in units of eps * scale: vmap vs loop 5, jacrev vs jacfwd 2,
-# adjointness 1.6, Hessian symmetry 3.3, hessian vs jacrev(jacrev) 4.7, hvp vs H v 3.4. The scale
-# is the largest magnitude of the compared quantity (for H v: max_i (|H| |v|)_i, the rounding
-# bound of a matrix-vector product). Matmuls run at "highest" float32 precision (TF32 made vmap vs
-# loop differ by thousands of eps on an H100).
+# of the dtype's epsilon times a scale: 32 * eps * scale by default (docs/testing.md, "The
+# numbers": consistency tolerances; the worst case measured over 200 random small functions was
+# 5 eps * scale). The scale is the largest magnitude of the compared quantity (for H v:
+# max_i (|H| |v|)_i, the rounding bound of a matrix-vector product). Matmuls run at "highest"
+# float32 precision (TF32 made vmap vs loop differ by thousands of eps on an H100).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import optree
 import torch
 
 import functorch_utils
+from functorch_utils._errors import fun_name
+from functorch_utils._pytree import (
+    NAMESPACE,
+    flatten,
+    is_float_like,
+    leaf_names,
+    partition,
+    structure_errors,
+)
+from functorch_utils.flatten_util import ravel_pytree
 
-from ._check import CheckReport, DerivativeCheckError, _highest_matmul_precision
-from ._tree import NAMESPACE, flatten, leaf_paths, structure_errors
+from ._numerics import eps_of, highest_matmul_precision
+from ._report import DerivativeCheckError, failure
 
 __all__ = ["PROPERTIES", "check_consistency", "check_vmap"]
 
@@ -36,37 +46,115 @@ PROPERTIES = (
     "hvp",
 )
 _SCALAR_ONLY = ("hessian_symmetric", "hessian_jacrev_jacrev", "hvp")
-_FACTOR = 32.0
+_FACTOR = 32.0  # docs/testing.md, "The numbers": consistency tolerances
 
 
-def _eps(dtype: torch.dtype) -> float:
-    return float(torch.finfo(dtype.to_real() if dtype.is_complex else dtype).eps)
+def _is_float_tensor(x: Any) -> bool:
+    return isinstance(x, Tensor) and is_float_like(x)
 
 
-def _fun_name(f: Any) -> str:
-    return str(getattr(f, "__name__", type(f).__name__))
+def _relative(r: float, scale: float) -> dict[str, float]:
+    return {f"relative (rtol {r:.3g} * scale {scale:.3g})": r * scale}
 
 
-def _fail(call: str, check: str, where: str, err: float, parts: dict[str, float], extra: str,
-          seed: int) -> DerivativeCheckError:  # fmt: skip
-    tol = sum(parts.values())
-    parts_text = " + ".join(f"{k} {v:.3g}" for k, v in parts.items())
-    message = (
-        f"{call}: {check} check failed at {where}.\n"
-        f"  error {err:.6g} > tolerance {tol:.6g} = {parts_text}\n"
-        f"  {extra}\n"
-        f"  direction seed {seed}; pass seed=... to try other directions."
-    )
-    report = CheckReport(
-        call=call, check=check, leaf=where, error=err, tolerance=tol, parts=dict(parts),
-        derivative=float("nan"), reference_value=float("nan"), reference="consistency",
-        step=None, seed=seed, message=message,
-    )  # fmt: skip
-    return DerivativeCheckError(message, report)
+def _check_args(call: str, args: Any) -> tuple[Any, ...]:
+    if not isinstance(args, (tuple, list)):
+        raise TypeError(
+            f"{call}: args must be a tuple of positional arguments; expected a tuple, got "
+            f"{type(args).__name__}. Wrap a single argument: (x,)."
+        )
+    return tuple(args)
 
 
 # ---------------------------------------------------------------------------------------------
 # check_vmap
+
+
+def _in_axes_leaves(call: str, in_axes: Any, args: Any) -> list[Any]:
+    """One axis (int or None) per leaf of ``args``, ``None`` counting as a leaf."""
+    prefix: Any = in_axes if not isinstance(in_axes, list) else tuple(in_axes)
+    if isinstance(prefix, int) or prefix is None:
+        n = len(optree.tree_leaves(args, none_is_leaf=True, namespace=NAMESPACE))
+        return [prefix] * n
+    errors = optree.prefix_errors(prefix, args, none_is_leaf=True, namespace=NAMESPACE)
+    if errors:
+        detail = "\n".join(str(e("in_axes")) for e in errors[:3])
+        raise ValueError(
+            f"{call}: in_axes is not a pytree prefix of args; expected one entry per "
+            f"argument, got {in_axes!r}:\n{detail}"
+        )
+    return optree.broadcast_prefix(prefix, args, none_is_leaf=True, namespace=NAMESPACE)
+
+
+def _batch_size(args: Any, axes: list[Any], call: str) -> int:
+    leaves: list[Any] = optree.tree_leaves(args, none_is_leaf=True, namespace=NAMESPACE)
+    mapped = [(x, ax) for x, ax in zip(leaves, axes) if isinstance(x, Tensor) and ax is not None]
+    sizes = {int(x.shape[ax]) for x, ax in mapped}
+    if len(sizes) != 1:
+        raise ValueError(
+            f"{call}: the mapped axes must have one size; expected one batch size, got "
+            f"{sorted(sizes) or 'none (nothing is mapped)'}."
+        )
+    return sizes.pop()
+
+
+def _loop(f: Callable[..., Any], args: Any, axes: list[Any], size: int) -> list[Any]:
+    """``f`` on each slice of the mapped arguments, in a Python loop."""
+    leaves: list[Any]
+    leaves, spec = optree.tree_flatten(args, none_is_leaf=True, namespace=NAMESPACE)
+
+    def select(x: Any, ax: Any, b: int) -> Any:
+        return x.select(ax, b) if isinstance(x, Tensor) and ax is not None else x
+
+    return [
+        f(*optree.tree_unflatten(spec, [select(x, ax, b) for x, ax in zip(leaves, axes)]))
+        for b in range(size)
+    ]
+
+
+def _loop_leaves(batched: Any, outs: list[Any], call: str) -> list[list[Any]]:
+    spec = flatten(batched)[1]
+    result = []
+    for b, o in enumerate(outs):
+        o_leaves, o_spec = flatten(o)
+        if o_spec != spec:
+            raise DerivativeCheckError(
+                f"{call}: vmap vs loop: the output of f on batch element {b} does not have the "
+                f"structure of the vmapped output:\n{structure_errors(batched, o, 'out')}"
+            )
+        result.append(o_leaves)
+    return result
+
+
+def _compare_leaf(call: str, name: str, bl: Tensor, stacked: Tensor, rtol: float | None,
+                  atol: float) -> None:  # fmt: skip
+    """One output leaf of vmap against the loop's results stacked along axis 0."""
+    if bl.shape != stacked.shape:
+        raise DerivativeCheckError(
+            f"{call}: vmap vs loop check failed at {name}: shape {tuple(bl.shape)}; expected "
+            f"{tuple(stacked.shape)} (the loop's results stacked along axis 0)."
+        )
+    if not is_float_like(bl):
+        if not torch.equal(bl, stacked):
+            raise DerivativeCheckError(
+                f"{call}: vmap vs loop check failed at {name}: integer values differ."
+            )
+        return
+    wide = torch.complex128 if bl.is_complex() else torch.float64
+    a, e = bl.detach().to(wide), stacked.detach().to(wide)
+    diff = (a - e).abs()
+    scale = float(e.abs().max()) if e.numel() else 0.0
+    r = _FACTOR * eps_of(bl.dtype) if rtol is None else float(rtol)
+    parts = _relative(r, scale) | ({"atol": float(atol)} if atol else {})
+    err = float(diff.max()) if diff.numel() else 0.0
+    if err <= sum(parts.values()):
+        return
+    idx = int(torch.argmax(diff.reshape(-1)))
+    b = idx // max(1, diff[0].numel())
+    got, want = a.reshape(-1)[idx].item(), e.reshape(-1)[idx].item()
+    extra = f"worst batch element {b}: vmap gave {got:.6g}, the loop {want:.6g}"
+    raise failure(call, "vmap vs loop", name, err=err, parts=parts, seed=0,
+                  headline=f"at {name}", after=[extra])  # fmt: skip
 
 
 def check_vmap(
@@ -108,90 +196,20 @@ def check_vmap(
         Traceback (most recent call last):
         functorch_utils.testing.DerivativeCheckError: check_vmap(counted, args): vmap vs loop check failed at out...
     """
-    call = f"check_vmap({_fun_name(f)}, args)"
-    if not isinstance(args, (tuple, list)):
-        raise TypeError(
-            f"{call}: args must be a tuple of positional arguments; expected a tuple, got "
-            f"{type(args).__name__}. Wrap a single argument: (x,)."
-        )
-    args = tuple(args)
-    full: Any = args
-    prefix: Any = in_axes if not isinstance(in_axes, list) else tuple(in_axes)
-    if isinstance(prefix, int) or prefix is None:
-        leaves = optree.tree_leaves(full, none_is_leaf=True, namespace=NAMESPACE)
-        axes: list[Any] = [prefix] * len(leaves)
-    else:
-        errors = optree.prefix_errors(prefix, full, none_is_leaf=True, namespace=NAMESPACE)
-        if errors:
-            detail = "\n".join(str(e("in_axes")) for e in errors[:3])
-            raise ValueError(
-                f"{call}: in_axes is not a pytree prefix of args; expected one entry per "
-                f"argument, got {in_axes!r}:\n{detail}"
-            )
-        axes = optree.broadcast_prefix(prefix, full, none_is_leaf=True, namespace=NAMESPACE)
-    leaves, spec = optree.tree_flatten(full, none_is_leaf=True, namespace=NAMESPACE)
-    sizes = {
-        int(x.shape[ax]) for x, ax in zip(leaves, axes) if isinstance(x, Tensor) and ax is not None
-    }
-    if len(sizes) != 1:
-        raise ValueError(
-            f"{call}: the mapped axes must have one size; expected one batch size, got "
-            f"{sorted(sizes) or 'none (nothing is mapped)'}."
-        )
-    (size,) = sizes
-    with _highest_matmul_precision():
+    call = f"check_vmap({fun_name(f)}, args)"
+    args = _check_args(call, args)
+    axes = _in_axes_leaves(call, in_axes, args)
+    size = _batch_size(args, axes, call)
+    with highest_matmul_precision():
         batched = functorch_utils.vmap(f, in_axes=in_axes)(*args)
-        outs = []
-        for b in range(size):
-            sl = [
-                x.select(ax, b) if isinstance(x, Tensor) and ax is not None else x
-                for x, ax in zip(leaves, axes)
-            ]
-            outs.append(f(*optree.tree_unflatten(spec, sl)))
-    b_leaves, b_spec = flatten(batched)
-    names = leaf_paths(batched, "out")
-    loop_leaves = []
-    for b, o in enumerate(outs):
-        o_leaves, o_spec = flatten(o)
-        if o_spec != b_spec:
-            raise DerivativeCheckError(
-                f"{call}: vmap vs loop: the output of f on batch element {b} does not have the "
-                f"structure of the vmapped output:\n{structure_errors(batched, o, 'out')}"
-            )
-        loop_leaves.append(o_leaves)
+        outs = _loop(f, args, axes, size)
+    b_leaves = flatten(batched)[0]
+    names = leaf_names(batched, "out")
+    loop_leaves = _loop_leaves(batched, outs, call)
     for k, (name, bl) in enumerate(zip(names, b_leaves)):
-        if not isinstance(bl, Tensor):
-            continue
-        stacked = torch.stack([torch.as_tensor(ls[k]) for ls in loop_leaves])
-        if bl.shape != stacked.shape:
-            raise DerivativeCheckError(
-                f"{call}: vmap vs loop check failed at {name}: shape {tuple(bl.shape)}; expected "
-                f"{tuple(stacked.shape)} (the loop's results stacked along axis 0)."
-            )
-        if not (bl.is_floating_point() or bl.is_complex()):
-            if not torch.equal(bl, stacked):
-                raise DerivativeCheckError(
-                    f"{call}: vmap vs loop check failed at {name}: integer values differ."
-                )
-            continue
-        wide = torch.complex128 if bl.is_complex() else torch.float64
-        a, e = bl.detach().to(wide), stacked.detach().to(wide)
-        diff = (a - e).abs()
-        scale = float(e.abs().max()) if e.numel() else 0.0
-        r = _FACTOR * _eps(bl.dtype) if rtol is None else float(rtol)
-        parts = {f"relative (rtol {r:.3g} * scale {scale:.3g})": r * scale}
-        if atol:
-            parts["atol"] = float(atol)
-        err = float(diff.max()) if diff.numel() else 0.0
-        if not err <= sum(parts.values()):
-            idx = int(torch.argmax(diff.reshape(-1)))
-            b = idx // max(1, diff[0].numel())
-            raise _fail(
-                call, "vmap vs loop", name, err, parts,
-                f"worst batch element {b}: vmap gave {a.reshape(-1)[idx].item():.6g}, the loop "
-                f"{e.reshape(-1)[idx].item():.6g}",
-                0,
-            )  # fmt: skip
+        if isinstance(bl, Tensor):
+            stacked = torch.stack([torch.as_tensor(ls[k]) for ls in loop_leaves])
+            _compare_leaf(call, name, bl, stacked, rtol, atol)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -202,47 +220,27 @@ class _Flat:
     """``f`` as a function of one vector ``z`` (all floating input leaves) to one vector."""
 
     def __init__(self, call: str, f: Callable[..., Any], args: tuple[Any, ...]) -> None:
-        leaves, self.spec = flatten(args)
-        self.leaves = [x.detach() if isinstance(x, Tensor) else x for x in leaves]
-        names = leaf_paths(args, "args")
-        self.idx = [
-            k
-            for k, x in enumerate(self.leaves)
-            if isinstance(x, Tensor) and (x.is_floating_point() or x.is_complex())
-        ]
-        if not self.idx:
+        xs, self.part = partition(args, _is_float_tensor)
+        if not xs:
             raise ValueError(
                 f"{call}: args has no floating-point tensor leaves; expected at least one, got "
                 "none."
             )
-        self.names = [names[k] for k in self.idx]
-        xs = [self.leaves[k] for k in self.idx]
-        self.dtype = xs[0].dtype
-        for x in xs[1:]:
-            self.dtype = torch.promote_types(self.dtype, x.dtype)
+        names = leaf_names(args, "args")
+        self.names = [names[k] for k in self.part.picked]
         self.sizes = [x.numel() for x in xs]
-        self.z = torch.cat([x.reshape(-1).to(self.dtype) for x in xs])
+        self.z, self.unravel = ravel_pytree([x.detach() for x in xs])
         self.f = f
         self.out_names: list[str] = []
         self.out_sizes: list[int] = []
 
     def __call__(self, z: Tensor) -> Tensor:
-        ls = list(self.leaves)
-        for k, piece in zip(self.idx, z.split(self.sizes)):
-            ls[k] = piece.reshape(self.leaves[k].shape).to(self.leaves[k].dtype)
-        out = self.f(*optree.tree_unflatten(self.spec, ls))
-        o_leaves = flatten(out)[0]
-        names = leaf_paths(out, "out")
-        keep = [
-            k
-            for k, o in enumerate(o_leaves)
-            if isinstance(o, Tensor) and (o.is_floating_point() or o.is_complex())
-        ]
-        self.out_names = [names[k] for k in keep]
-        self.out_sizes = [o_leaves[k].numel() for k in keep]
-        if not keep:
-            return torch.zeros(0, dtype=z.dtype)
-        return torch.cat([o_leaves[k].reshape(-1).to(z.dtype) for k in keep])
+        out = self.f(*self.part.combine(self.unravel(z)))
+        outs, part = partition(out, _is_float_tensor)
+        names = leaf_names(out, "out")
+        self.out_names = [names[k] for k in part.picked]
+        self.out_sizes = [o.numel() for o in outs]
+        return ravel_pytree(outs)[0].to(z.dtype)
 
     def where(self, i: int | None, j: int | None) -> str:
         """Names of the output element ``i`` and input element ``j`` of the flat Jacobian."""
@@ -260,6 +258,130 @@ def _locate(names: list[str], sizes: list[int], k: int, what: str) -> str:
             return f"{what} {name} (flat element {k})"
         k -= n
     return f"{what} element {k}"
+
+
+@dataclass
+class _Context:
+    """What every property check needs: the flat function, the point, the tolerance, the rng."""
+
+    call: str
+    F: _Flat
+    z: Tensor
+    out: Tensor
+    r: float
+    seed: int
+    gen: torch.Generator
+    jac_cache: list[float] = field(default_factory=list)
+
+    def fs(self, z: Tensor) -> Tensor:
+        return self.F(z).reshape(())
+
+    def rand(self, n: int) -> Tensor:
+        w = torch.randn(n, dtype=torch.float64, generator=self.gen)
+        return (w / max(float(w.norm()), 1e-300)).to(self.z.dtype)
+
+    def jac_norm(self) -> float:
+        """Frobenius norm of the Jacobian (once): the scale of sums that may cancel."""
+        if not self.jac_cache:
+            jac = functorch_utils.jacrev(self.F)(self.z)
+            self.jac_cache.append(float(jac.abs().double().norm()))
+        return self.jac_cache[0]
+
+    def where(self, name: str, a: Tensor, k: int) -> str:
+        if a.dim() == 2:
+            i, j = k // a.shape[1], k % a.shape[1]
+            if name.startswith("jac"):
+                return self.F.where(i, j)
+            return self.F.where(None, i) + " and " + self.F.where(None, j)
+        if a.dim() == 1 and name == "hvp":
+            return self.F.where(None, k)
+        return "the compared scalars" if a.numel() == 1 else self.F.where(k, None)
+
+    def compare(self, name: str, a: Tensor, b: Tensor, what: str, scale: float | None = None
+                ) -> None:  # fmt: skip
+        diff = (a - b).abs()
+        err = float(diff.max()) if diff.numel() else 0.0
+        sc = max(float(a.abs().max()), float(b.abs().max())) if scale is None else scale
+        if err <= self.r * sc:
+            return
+        k = int(torch.argmax(diff.reshape(-1)))
+        extra = f"{what}: {a.reshape(-1)[k].item():.6g} vs {b.reshape(-1)[k].item():.6g}"
+        where = self.where(name, a, k)
+        raise failure(self.call, name, where, err=err, parts=_relative(self.r, sc),
+                      seed=self.seed, headline=f"at {where}", after=[extra])  # fmt: skip
+
+
+def _jacrev_jacfwd(c: _Context) -> None:
+    jr = functorch_utils.jacrev(c.F)(c.z)
+    jf = functorch_utils.jacfwd(c.F)(c.z)
+    c.compare("jacrev_jacfwd", jr, jf, "jacrev vs jacfwd")
+
+
+def _hessian_symmetric(c: _Context) -> None:
+    H = functorch_utils.hessian(c.fs)(c.z)
+    c.compare("hessian_symmetric", H, H.T, "H[i, j] vs H[j, i]")
+
+
+def _hessian_jacrev_jacrev(c: _Context) -> None:
+    H = functorch_utils.hessian(c.fs)(c.z)
+    H2 = functorch_utils.jacrev(functorch_utils.jacrev(c.fs))(c.z)
+    c.compare("hessian_jacrev_jacrev", H, H2, "hessian vs jacrev(jacrev)")
+
+
+def _adjoint(c: _Context) -> None:
+    u, v = c.rand(c.out.numel()), c.rand(c.z.numel())
+    _, jv = functorch_utils.jvp(c.F, (c.z,), (v,))
+    _, fn = functorch_utils.vjp(c.F, c.z)
+    (jtu,) = fn(u)
+    a = torch.sum(u * jv).real.reshape(1).double()
+    b = torch.sum(jtu * v).real.reshape(1).double()
+    # rounding bound of both sides: |u| |J|_F |v| (sums cancel, so not |u| |J v|)
+    sc = float(u.abs().double().norm() * v.abs().double().norm()) * c.jac_norm()
+    c.compare("adjoint", a, b, "<u, J v> vs <J^T u, v>", sc)
+
+
+def _jvp_linear(c: _Context) -> None:
+    v1, v2 = c.rand(c.z.numel()), c.rand(c.z.numel())
+    ca, cb = 0.75, -1.25
+    _, j12 = functorch_utils.jvp(c.F, (c.z,), (ca * v1 + cb * v2,))
+    _, j1 = functorch_utils.jvp(c.F, (c.z,), (v1,))
+    _, j2 = functorch_utils.jvp(c.F, (c.z,), (v2,))
+    # each jvp element is a sum that can cancel: bound it by |J_i| |v|
+    sc = c.jac_norm() * float(
+        abs(ca) * v1.abs().double().norm() + abs(cb) * v2.abs().double().norm()
+    )
+    c.compare("jvp_linear", j12, ca * j1 + cb * j2, "jvp(a v1 + b v2) vs a jvp(v1) + b jvp(v2)", sc)
+
+
+def _hvp(c: _Context) -> None:
+    v = c.rand(c.z.numel())
+    H = functorch_utils.hessian(c.fs)(c.z)
+    _, hv = functorch_utils.hvp(c.fs, (c.z,), (v,))
+    sc = float((H.abs() @ v.abs()).max())
+    c.compare("hvp", hv, H @ v, "hvp vs H @ v", sc)
+
+
+_CHECKS: dict[str, Callable[[_Context], None]] = {
+    "jacrev_jacfwd": _jacrev_jacfwd,
+    "hessian_symmetric": _hessian_symmetric,
+    "hessian_jacrev_jacrev": _hessian_jacrev_jacrev,
+    "adjoint": _adjoint,
+    "jvp_linear": _jvp_linear,
+    "hvp": _hvp,
+}
+
+
+def _properties(call: str, properties: Any, out: Tensor) -> list[str]:
+    scalar = out.numel() == 1
+    if properties is None:
+        return [p for p in PROPERTIES if scalar or p not in _SCALAR_ONLY]
+    need = [p for p in properties if p in _SCALAR_ONLY]
+    if need and not scalar:
+        raise ValueError(
+            f"{call}: {need} need a scalar output; expected one element, got "
+            f"{out.numel()}. Check them on a scalar function (e.g. a sum)."
+        )
+    return list(properties)
 
 
 def check_consistency(
@@ -317,12 +439,8 @@ def check_consistency(
         Traceback (most recent call last):
         functorch_utils.testing.DerivativeCheckError: check_consistency(prod, args): hessian_symmetric check failed...
     """
-    call = f"check_consistency({_fun_name(f)}, args)"
-    if not isinstance(args, (tuple, list)):
-        raise TypeError(
-            f"{call}: args must be a tuple of positional arguments; expected a tuple, got "
-            f"{type(args).__name__}. Wrap a single argument: (x,)."
-        )
+    call = f"check_consistency({fun_name(f)}, args)"
+    args = _check_args(call, args)
     if isinstance(properties, str):
         properties = (properties,)
     bad = [p for p in (properties or ()) if p not in PROPERTIES]
@@ -330,104 +448,11 @@ def check_consistency(
         raise ValueError(
             f"{call}: unknown properties; expected a subset of {PROPERTIES}, got {bad}."
         )
-    F = _Flat(call, f, tuple(args))
-    z = F.z
-    eps = _eps(z.dtype)
-    r = _FACTOR * eps if rtol is None else float(rtol)
+    F = _Flat(call, f, args)
+    r = _FACTOR * eps_of(F.z.dtype) if rtol is None else float(rtol)
     gen = torch.Generator().manual_seed(seed)
-
-    def rand(n: int) -> Tensor:
-        w = torch.randn(n, dtype=torch.float64, generator=gen)
-        return (w / max(float(w.norm()), 1e-300)).to(z.dtype)
-
-    with _highest_matmul_precision():
-        out = F(z)
-        scalar = out.numel() == 1
-        if properties is None:
-            props = [p for p in PROPERTIES if scalar or p not in _SCALAR_ONLY]
-        else:
-            props = list(properties)
-            need = [p for p in props if p in _SCALAR_ONLY]
-            if need and not scalar:
-                raise ValueError(
-                    f"{call}: {need} need a scalar output; expected one element, got "
-                    f"{out.numel()}. Check them on a scalar function (e.g. a sum)."
-                )
-
-        def fs(z: Tensor) -> Tensor:
-            return F(z).reshape(())
-
-        def part(scale: float) -> dict[str, float]:
-            return {f"relative (rtol {r:.3g} * scale {scale:.3g})": r * scale}
-
-        def compare(name: str, a: Tensor, b: Tensor, what: str, scale: float | None = None) -> None:
-            diff = (a - b).abs()
-            err = float(diff.max()) if diff.numel() else 0.0
-            sc = max(float(a.abs().max()), float(b.abs().max())) if scale is None else scale
-            if not err <= r * sc:
-                k = int(torch.argmax(diff.reshape(-1)))
-                if a.dim() == 2:
-                    where = (
-                        F.where(k // a.shape[1], k % a.shape[1])
-                        if name.startswith("jac")
-                        else F.where(None, k // a.shape[1])
-                        + " and "
-                        + F.where(None, k % a.shape[1])
-                    )
-                elif a.dim() == 1 and name == "hvp":
-                    where = F.where(None, k)
-                else:
-                    where = "the compared scalars" if a.numel() == 1 else F.where(k, None)
-                raise _fail(call, name, where, err, part(sc),
-                            f"{what}: {a.reshape(-1)[k].item():.6g} vs {b.reshape(-1)[k].item():.6g}",
-                            seed)  # fmt: skip
-
-        jac_cache: list[float] = []
-
-        def jac_norm() -> float:
-            """Frobenius norm of the Jacobian (once): the scale of sums that may cancel."""
-            if not jac_cache:
-                jac = functorch_utils.jacrev(F)(z)
-                jac_cache.append(float(jac.abs().double().norm()))
-            return jac_cache[0]
-
-        for p in props:
-            if p == "jacrev_jacfwd":
-                jr = functorch_utils.jacrev(F)(z)
-                jf = functorch_utils.jacfwd(F)(z)
-                compare(p, jr, jf, "jacrev vs jacfwd")
-            elif p == "hessian_symmetric":
-                H = functorch_utils.hessian(fs)(z)
-                compare(p, H, H.T, "H[i, j] vs H[j, i]")
-            elif p == "hessian_jacrev_jacrev":
-                H = functorch_utils.hessian(fs)(z)
-                H2 = functorch_utils.jacrev(functorch_utils.jacrev(fs))(z)
-                compare(p, H, H2, "hessian vs jacrev(jacrev)")
-            elif p == "adjoint":
-                u = rand(out.numel())
-                v = rand(z.numel())
-                _, jv = functorch_utils.jvp(F, (z,), (v,))
-                _, fn = functorch_utils.vjp(F, z)
-                (jtu,) = fn(u)
-                a = torch.sum(u * jv).real.reshape(1).double()
-                b = torch.sum(jtu * v).real.reshape(1).double()
-                # rounding bound of both sides: |u| |J|_F |v| (sums cancel, so not |u| |J v|)
-                sc = float(u.abs().double().norm() * v.abs().double().norm()) * jac_norm()
-                compare(p, a, b, "<u, J v> vs <J^T u, v>", sc)
-            elif p == "jvp_linear":
-                v1, v2 = rand(z.numel()), rand(z.numel())
-                ca, cb = 0.75, -1.25
-                _, j12 = functorch_utils.jvp(F, (z,), (ca * v1 + cb * v2,))
-                _, j1 = functorch_utils.jvp(F, (z,), (v1,))
-                _, j2 = functorch_utils.jvp(F, (z,), (v2,))
-                # each jvp element is a sum that can cancel: bound it by |J_i| |v|
-                sc = jac_norm() * float(
-                    abs(ca) * v1.abs().double().norm() + abs(cb) * v2.abs().double().norm()
-                )
-                compare(p, j12, ca * j1 + cb * j2, "jvp(a v1 + b v2) vs a jvp(v1) + b jvp(v2)", sc)
-            elif p == "hvp":
-                v = rand(z.numel())
-                H = functorch_utils.hessian(fs)(z)
-                _, hv = functorch_utils.hvp(fs, (z,), (v,))
-                sc = float((H.abs() @ v.abs()).max())
-                compare(p, hv, H @ v, "hvp vs H @ v", sc)
+    with highest_matmul_precision():
+        out = F(F.z)
+        c = _Context(call, F, F.z, out, r, seed, gen)
+        for p in _properties(call, properties, out):
+            _CHECKS[p](c)

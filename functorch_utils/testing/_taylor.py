@@ -4,10 +4,10 @@
 # With the derivatives right, r(h) = |f(x+hv) - sum_{j<=k} h^j/j! D^j f(x)[v,...,v]| shrinks like
 # h^(k+1); a derivative wrong by a relative d leaves a term d*h^k/k! |D^k|, so the rate drops to k
 # once h is small enough. The median of the rates over a ladder of halving steps separates the two
-# (TESTING.md: median >= 1.8 for k = 1 separates correct from 3 %-wrong gradients). Rungs whose
-# remainder is at the rounding floor are left out; if every rung is there, f is a polynomial of
-# degree <= k along v and the test passes. f is evaluated in float64 when it can be (inputs
-# upcast); the derivatives run in the input dtype.
+# (docs/testing.md, "The numbers": Taylor rate; median >= 1.8 for k = 1 separates correct from
+# 3 %-wrong gradients). Rungs whose remainder is at the rounding floor are left out; if every rung
+# is there, f is a polynomial of degree <= k along v and the test passes. f is evaluated in
+# float64 when it can be (inputs upcast); the derivatives run in the input dtype.
 """
 
 from __future__ import annotations
@@ -19,17 +19,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import optree
 import torch
 
 import functorch_utils
+from functorch_utils._errors import fun_name
+from functorch_utils._pytree import is_float_like, leaf_names, partition
 
-from ._check import DerivativeCheckError, _highest_matmul_precision
-from ._tree import flatten, leaf_paths
+from ._numerics import EPS64, eps_of, highest_matmul_precision, norm, ref_dtype
+from ._report import DerivativeCheckError
 
 __all__ = ["TaylorResult", "taylor_test"]
 
 Tensor = torch.Tensor
+_Flat = Callable[..., tuple[Tensor, ...]]
 
 
 @dataclass(frozen=True)
@@ -67,12 +69,221 @@ class TaylorResult:
         return "\n".join([*rows, f"  rates: {rates}; median {self.median_rate:.2f}"])
 
 
-def _flat_vec(outs: Sequence[Any]) -> Tensor:
-    ts = [o for o in outs if isinstance(o, Tensor) and (o.is_floating_point() or o.is_complex())]
-    if not ts:
+TaylorResult.__module__ = "functorch_utils.testing"
+
+
+def _is_float_tensor(x: Any) -> bool:
+    return isinstance(x, Tensor) and is_float_like(x)
+
+
+def _flat_vec(outs: Sequence[Tensor]) -> Tensor:
+    """Output leaves as one float64 (complex128) vector; an empty vector for no leaves."""
+    if not outs:
         return torch.zeros(0, dtype=torch.float64)
-    dt = torch.complex128 if any(t.is_complex() for t in ts) else torch.float64
-    return torch.cat([t.detach().reshape(-1).to(dt) for t in ts])
+    dt = torch.complex128 if any(t.is_complex() for t in outs) else torch.float64
+    return torch.cat([t.detach().reshape(-1).to(dt) for t in outs])
+
+
+@dataclass
+class _Problem:
+    """``f`` as a function of the floating tensor leaves of ``x``, along the direction ``vs``."""
+
+    call: str
+    g: _Flat  # floating leaves of x -> floating tensor leaves of f's output
+    xs: tuple[Tensor, ...]
+    names: list[str]
+    order: int
+    use_rev: bool = False
+    vs: tuple[Tensor, ...] = ()
+
+
+def _flat(
+    call: str, f: Callable[[Any], Any], x: Any
+) -> tuple[_Flat, tuple[Tensor, ...], list[str]]:
+    picked, part = partition(x, _is_float_tensor)
+    if not picked:
+        raise ValueError(
+            f"{call}: x has no floating-point tensor leaves; expected at least one, got none."
+        )
+    names = leaf_names(x, "x")
+
+    def g(*zs: Tensor) -> tuple[Tensor, ...]:
+        outs, _ = partition(f(part.combine(list(zs))), _is_float_tensor)
+        return tuple(outs)
+
+    return g, tuple(t.detach() for t in picked), [names[k] for k in part.picked]
+
+
+def _given_direction(x: Any, v: Any, xs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    _, part = partition(x, _is_float_tensor)
+    leaves = [v] if part.spec is None else part.spec.flatten_up_to(v)
+    return tuple(torch.as_tensor(leaves[k]).to(t.dtype) for k, t in zip(part.picked, xs))
+
+
+def _random_direction(xs: tuple[Tensor, ...], seed: int) -> tuple[Tensor, ...]:
+    gen = torch.Generator().manual_seed(seed)
+    vs64 = [torch.randn(t.shape, dtype=torch.float64, generator=gen) for t in xs]
+    total = math.sqrt(sum(float((w**2).sum()) for w in vs64)) or 1.0
+    return tuple((w / total).to(t.dtype) for w, t in zip(vs64, xs))
+
+
+def _along_gradient(p: _Problem) -> tuple[Tensor, ...]:
+    """The unit direction along the computed gradient, where a wrong gradient shows most."""
+    out, fn = functorch_utils.vjp(p.g, *p.xs)
+    cts = fn(tuple(torch.ones_like(o) for o in out))
+    cts = [torch.zeros_like(t) if c is None else c for c, t in zip(cts, p.xs)]
+    total = math.sqrt(sum(float((c.double() ** 2).sum()) for c in cts))
+    if not (math.isfinite(total) and total > 0):
+        return p.vs
+    return tuple((c.double() / total).to(t.dtype) for c, t in zip(cts, p.xs))
+
+
+def _ladder(call: str, xs: tuple[Tensor, ...], steps: Sequence[float] | None) -> tuple[float, ...]:
+    scale = max(1.0, *(float(t.abs().max()) for t in xs if t.numel()))
+    if steps is None:
+        return tuple(scale * 2.0**-k for k in range(1, 17))
+    hs = tuple(float(h) for h in steps)
+    if len(hs) < 3 or any(not (h > 0) for h in hs):
+        raise ValueError(
+            f"{call}: steps must be at least three positive numbers; expected e.g. "
+            f"[0.5, 0.25, 0.125], got {steps!r}."
+        )
+    return hs
+
+
+# ---------------------------------------------------------------------------------------------
+# The Taylor terms: f(x) and the directional derivatives D^j f(x)[v, ..., v]
+
+
+def _directional(h: _Flat, vs: tuple[Tensor, ...], use_rev: bool) -> _Flat:
+    """``z -> D h(z)[vs]``: a VJP with ones dotted with ``vs`` (scalar h), or a JVP along ``vs``."""
+    if use_rev:
+
+        def d_rev(*zs: Tensor) -> tuple[Tensor, ...]:
+            out, fn = functorch_utils.vjp(h, *zs)
+            cts = fn(tuple(torch.ones_like(o) for o in out))
+            terms = ((c * w).sum() for c, w in zip(cts, vs) if c is not None)
+            return (sum(terms, torch.zeros((), dtype=out[0].dtype)),)
+
+        return d_rev
+
+    def d_fwd(*zs: Tensor) -> tuple[Tensor, ...]:
+        _, tout = functorch_utils.jvp(h, zs, vs)
+        return tuple(tout)
+
+    return d_fwd
+
+
+def _derivative_terms(p: _Problem, xs: tuple[Tensor, ...], vs: tuple[Tensor, ...]) -> list[Tensor]:
+    """``D^j f(x)[v, ..., v]`` for ``j = 1..order``, each a flat vector (a scalar in rev mode)."""
+    terms, h = [], p.g
+    for _ in range(p.order):
+        h = _directional(h, vs, p.use_rev)
+        t = _flat_vec(h(*xs)).reshape(-1)
+        terms.append(t.sum().reshape(1) if p.use_rev else t)
+    return terms
+
+
+def _float64_point(
+    p: _Problem, f0: Tensor
+) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...], Tensor] | None:
+    """``(xs64, vs64, f(xs64))`` when ``f`` accepts float64 inputs, else None."""
+    xs64 = tuple(t.to(ref_dtype(t.dtype)) for t in p.xs)
+    vs64 = tuple(w.to(t.dtype) for w, t in zip(p.vs, xs64))
+    try:
+        outs = p.g(*xs64)
+    except Exception:  # not dtype-polymorphic
+        return None
+    base = _flat_vec(outs)
+    wide = (torch.float64, torch.complex128)
+    if base.shape != f0.shape or not all(o.dtype in wide for o in outs):
+        return None
+    return xs64, vs64, base
+
+
+def _term_errors(p: _Problem, terms: list[Tensor], point64: tuple[Any, ...] | None) -> list[float]:
+    """Rounding of each derivative term: eps-based, plus its distance to the float64 terms.
+
+    A wrong rule is wrong in both dtypes, so the distance is only rounding.
+    """
+    eps_d = max(eps_of(t.dtype) for t in p.xs)
+    errs = [10 * eps_d * norm(t) for t in terms]
+    if point64 is None or eps_d <= EPS64:
+        return errs
+    try:
+        terms64 = _derivative_terms(p, point64[0], point64[1])
+    except Exception:  # float64 derivatives unavailable: keep the eps-based estimate
+        return errs
+    return [e + 10 * norm(t - t64) for e, t, t64 in zip(errs, terms, terms64)]
+
+
+# ---------------------------------------------------------------------------------------------
+# The remainders along the ladder, and the verdict
+
+
+def _remainders(g: _Flat, xs: tuple[Tensor, ...], vs: tuple[Tensor, ...], f0: Tensor,
+                terms: list[Tensor], errs: list[float], hs: tuple[float, ...],
+                eps_ref: float) -> tuple[list[float], list[float]]:  # fmt: skip
+    """The remainder at each step, and its rounding floor."""
+    f_norm = norm(f0)
+    residuals, floors = [], []
+    for h in hs:
+        fh = _flat_vec(g(*(a + h * w for a, w in zip(xs, vs))))
+        approx, size = f0.clone(), 0.0
+        for j, (t, e) in enumerate(zip(terms, errs), start=1):
+            c = h**j / math.factorial(j)
+            approx = approx + c * t
+            size += c * e
+        residuals.append(norm(fh - approx))
+        floors.append(100 * eps_ref * max(f_norm, norm(fh)) + size)
+    return residuals, floors
+
+
+def _result(hs: tuple[float, ...], residuals: list[float], floors: list[float], order: int,
+            min_rate: float) -> TaylorResult:  # fmt: skip
+    usable = [k for k in range(len(hs)) if residuals[k] > floors[k]]
+    rates = [
+        math.log2(residuals[a] / residuals[b]) / math.log2(hs[a] / hs[b])
+        for a, b in itertools.pairwise(usable)
+    ]
+    median = statistics.median(rates) if rates else math.inf
+    if len(usable) == 1:  # a single rung above the floor: no rate; trust the floor
+        median = math.inf
+    return TaylorResult(
+        steps=hs,
+        residuals=tuple(residuals),
+        rates=tuple(rates),
+        median_rate=median,
+        expected_rate=order + 1,
+        min_rate=min_rate,
+        passed=median >= min_rate,
+    )
+
+
+def _run(
+    p: _Problem, v: Any, x: Any, seed: int, mode: str, hs: tuple[float, ...]
+) -> tuple[list[float], list[float]]:
+    """Directions, terms and remainders (at "highest" matmul precision)."""
+    f0_d = p.g(*p.xs)
+    size = sum(o.numel() for o in f0_d)
+    if mode == "rev" and size != 1:
+        raise ValueError(
+            f"{p.call}: mode='rev' needs a scalar output; expected one element, got {size}. "
+            "Use mode='fwd'."
+        )
+    p.use_rev = mode == "rev" or (mode == "auto" and size == 1)
+    p.vs = _random_direction(p.xs, seed) if v is None else _given_direction(x, v, p.xs)
+    if v is None and p.use_rev and p.order == 1:
+        p.vs = _along_gradient(p)
+    f0 = _flat_vec(f0_d)
+    terms = _derivative_terms(p, p.xs, p.vs)
+    point64 = _float64_point(p, f0)
+    errs = _term_errors(p, terms, point64)
+    if point64 is None:
+        eps_ref = max(eps_of(t.dtype) for t in p.xs)
+        return _remainders(p.g, p.xs, p.vs, f0, terms, errs, hs, eps_ref)
+    xs64, vs64, f0_64 = point64
+    return _remainders(p.g, xs64, vs64, f0_64, terms, errs, hs, EPS64)
 
 
 def taylor_test(
@@ -132,178 +343,25 @@ def taylor_test(
         Traceback (most recent call last):
         functorch_utils.testing.DerivativeCheckError: taylor_test(<lambda>, x): the Taylor remainder of order 1 shrinks like h^1.0...
     """
-    call = f"taylor_test({getattr(f, '__name__', type(f).__name__)}, x)"
+    call = f"taylor_test({fun_name(f)}, x)"
     if isinstance(order, bool) or not isinstance(order, int) or order < 1:
         raise ValueError(f"{call}: order must be an int >= 1; expected 1 or more, got {order!r}.")
     if mode not in ("auto", "fwd", "rev"):
         raise ValueError(f"{call}: unknown mode; expected 'auto', 'fwd' or 'rev', got {mode!r}.")
-    leaves, spec = flatten(x)
-    fidx = [
-        k
-        for k, t in enumerate(leaves)
-        if isinstance(t, Tensor) and (t.is_floating_point() or t.is_complex())
-    ]
-    if not fidx:
-        raise ValueError(
-            f"{call}: x has no floating-point tensor leaves; expected at least one, got none."
-        )
-    xs = tuple(leaves[k].detach() for k in fidx)
-    if v is None:
-        gen = torch.Generator().manual_seed(seed)
-        vs64 = [torch.randn(t.shape, dtype=torch.float64, generator=gen) for t in xs]
-        norm = math.sqrt(sum(float((w**2).sum()) for w in vs64)) or 1.0
-        vs = tuple((w / norm).to(t.dtype) for w, t in zip(vs64, xs))
-    else:
-        v_leaves = spec.flatten_up_to(v)
-        vs = tuple(torch.as_tensor(v_leaves[k]).to(xs[i].dtype) for i, k in enumerate(fidx))
-    scale = max(1.0, *(float(t.abs().max()) for t in xs if t.numel()))
-    hs = (
-        tuple(float(h) for h in steps)
-        if steps is not None
-        else tuple(scale * 2.0**-k for k in range(1, 17))
-    )
-    if len(hs) < 3 or any(not (h > 0) for h in hs):
-        raise ValueError(
-            f"{call}: steps must be at least three positive numbers; expected e.g. "
-            f"[0.5, 0.25, 0.125], got {steps!r}."
-        )
-    min_rate = order + 0.8 if min_rate is None else float(min_rate)
-
-    def g(*zs: Tensor) -> tuple[Tensor, ...]:
-        ls = list(leaves)
-        for k, z in zip(fidx, zs):
-            ls[k] = z
-        out = f(optree.tree_unflatten(spec, ls))
-        outs, _ = flatten(out)
-        return tuple(
-            o for o in outs if isinstance(o, Tensor) and (o.is_floating_point() or o.is_complex())
-        )
-
-    with _highest_matmul_precision():
-        f0 = g(*xs)
-        scalar = sum(o.numel() for o in f0) == 1
-        if mode == "rev" and not scalar:
-            raise ValueError(
-                f"{call}: mode='rev' needs a scalar output; expected one element, got "
-                f"{sum(o.numel() for o in f0)}. Use mode='fwd'."
-            )
-        use_rev = mode == "rev" or (mode == "auto" and scalar)
-        if v is None and use_rev and order == 1:
-            # Along the computed gradient the first-order term is as large as it gets, so a
-            # wrong gradient shows most (a random v can be nearly orthogonal to it).
-            out, fn = functorch_utils.vjp(g, *xs)
-            cts = [
-                c if c is not None else torch.zeros_like(t)
-                for c, t in zip(fn(tuple(torch.ones_like(o) for o in out)), xs)
-            ]
-            norm_g = math.sqrt(sum(float((c.double() ** 2).sum()) for c in cts))
-            if math.isfinite(norm_g) and norm_g > 0:
-                vs = tuple((c.double() / norm_g).to(t.dtype) for c, t in zip(cts, xs))
-
-        def directional(h: Callable[..., tuple[Tensor, ...]]) -> Callable[..., tuple[Tensor, ...]]:
-            if use_rev:
-
-                def d_rev(*zs: Tensor) -> tuple[Tensor, ...]:
-                    out, fn = functorch_utils.vjp(h, *zs)
-                    cts = fn(tuple(torch.ones_like(o) for o in out))
-                    total = sum(
-                        ((c * w).sum() for c, w in zip(cts, vs) if c is not None),
-                        torch.zeros((), dtype=out[0].dtype),
-                    )
-                    return (total,)
-
-                return d_rev
-
-            def d_fwd(*zs: Tensor) -> tuple[Tensor, ...]:
-                _, tout = functorch_utils.jvp(h, zs, vs)
-                return tuple(tout)
-
-            return d_fwd
-
-        terms = [_flat_vec(f0)]
-        h_fun: Callable[..., tuple[Tensor, ...]] = g
-        for _ in range(order):
-            h_fun = directional(h_fun)
-            terms.append(_flat_vec(h_fun(*xs)).reshape(-1))
-        if use_rev:  # the directional derivatives are scalars; f(x) may be a 1-element tensor
-            terms = [terms[0], *(t.sum().reshape(1) for t in terms[1:])]
-
-        # f in float64 when it accepts it (the remainder is then free of float32 rounding)
-        xs64 = tuple(t.to(torch.complex128 if t.is_complex() else torch.float64) for t in xs)
-        vs64t = tuple(w.to(t.dtype) for w, t in zip(vs, xs64))
-        try:
-            base = _flat_vec(g(*xs64))
-            ok = base.shape == terms[0].shape and all(
-                o.dtype in (torch.float64, torch.complex128) for o in g(*xs64)
-            )
-        except Exception:  # not dtype-polymorphic
-            ok = False
-        at_xs, at_vs = (xs64, vs64t) if ok else (xs, vs)
-        eps_ref = torch.finfo(torch.float64).eps if ok else _eps(xs)
-        eps_d = _eps(xs)
-        # Rounding of the derivatives under test: against the same derivatives in float64 where
-        # f runs there (a wrong rule is wrong in both dtypes, so only rounding remains).
-        errs = [10 * eps_d * float(torch.linalg.vector_norm(t)) for t in terms[1:]]
-        if ok and eps_d > eps_ref:
-            try:
-                h64: Callable[..., tuple[Tensor, ...]] = g
-                vs_d = vs
-                vs = vs64t
-                for j in range(order):
-                    h64 = directional(h64)
-                    t64 = _flat_vec(h64(*xs64)).reshape(-1)
-                    if use_rev:
-                        t64 = t64.sum().reshape(1)
-                    errs[j] += 10 * float(torch.linalg.vector_norm(terms[j + 1] - t64))
-            except Exception:  # float64 derivatives unavailable: keep the eps-based estimate
-                pass
-            finally:
-                vs = vs_d
-        if ok:
-            terms[0] = base
-        f_norm = float(torch.linalg.vector_norm(terms[0]))
-
-        residuals, floors = [], []
-        for h in hs:
-            fh = _flat_vec(g(*(a + h * w for a, w in zip(at_xs, at_vs))))
-            approx = terms[0].clone()
-            size = 0.0
-            for j, t in enumerate(terms[1:], start=1):
-                c = h**j / math.factorial(j)
-                approx = approx + c * t
-                size += c * errs[j - 1]
-            residuals.append(float(torch.linalg.vector_norm(fh - approx)))
-            fh_norm = float(torch.linalg.vector_norm(fh))
-            floors.append(100 * eps_ref * max(f_norm, fh_norm) + size)
-
-    usable = [k for k in range(len(hs)) if residuals[k] > floors[k]]
-    rates = []
-    for a, b in itertools.pairwise(usable):
-        rates.append(math.log2(residuals[a] / residuals[b]) / math.log2(hs[a] / hs[b]))
-    median = statistics.median(rates) if rates else math.inf
-    if len(usable) == 1:  # a single rung above the floor: no rate; trust the floor
-        median = math.inf
-    res = TaylorResult(
-        steps=hs,
-        residuals=tuple(residuals),
-        rates=tuple(rates),
-        median_rate=median,
-        expected_rate=order + 1,
-        min_rate=min_rate,
-        passed=median >= min_rate,
+    g, xs, names = _flat(call, f, x)
+    p = _Problem(call, g, xs, names, order)
+    hs = _ladder(call, xs, steps)
+    with highest_matmul_precision():
+        residuals, floors = _run(p, v, x, seed, mode, hs)
+    res = _result(
+        hs, residuals, floors, order, order + 0.8 if min_rate is None else float(min_rate)
     )
     if not res.passed:
-        names = leaf_paths(x, "x")
         wrong = "gradient" if order == 1 else f"derivative of order {order} (or a lower one)"
         raise DerivativeCheckError(
-            f"{call}: the Taylor remainder of order {order} shrinks like h^{median:.1f}; "
-            f"expected h^{order + 1} (median rate >= {min_rate:g}), so the {wrong} along v is "
-            f"wrong. Leaves: {', '.join(names[k] for k in fidx)}; direction seed {seed}.\n"
-            + str(res),
+            f"{call}: the Taylor remainder of order {order} shrinks like h^{res.median_rate:.1f}; "
+            f"expected h^{order + 1} (median rate >= {res.min_rate:g}), so the {wrong} along v "
+            f"is wrong. Leaves: {', '.join(names)}; direction seed {seed}.\n" + str(res),
             res,
         )
     return res
-
-
-def _eps(xs: Sequence[Tensor]) -> float:
-    return max(float(torch.finfo(t.dtype).eps) for t in xs)

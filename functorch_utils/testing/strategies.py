@@ -27,10 +27,10 @@ import optree
 import torch
 from hypothesis import strategies as st
 
+from functorch_utils._pytree import NAMESPACE
 from functorch_utils.tree_util import register_dataclass
 
-from ._check import finite_difference_step
-from ._tree import NAMESPACE
+from ._numerics import finite_difference_step
 
 __all__ = [
     "Domain",
