@@ -26,12 +26,12 @@ from ._jvp_vjp import vjp as vjp
 from ._remat import checkpoint as checkpoint
 from ._remat import remat as remat
 from ._remat import stop_gradient as stop_gradient
-from ._vmap import all_gather as all_gather
-from ._vmap import axis_index as axis_index
-from ._vmap import pmax as pmax
-from ._vmap import pmean as pmean
-from ._vmap import pmin as pmin
-from ._vmap import psum as psum
+from ._collectives import all_gather as all_gather
+from ._collectives import axis_index as axis_index
+from ._collectives import pmax as pmax
+from ._collectives import pmean as pmean
+from ._collectives import pmin as pmin
+from ._collectives import psum as psum
 from ._vmap import vmap as vmap
 
 __version__ = "0.1.0.dev0"

@@ -7,6 +7,7 @@ one fails in CI, not in a user's derivative.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -21,6 +22,7 @@ __all__ = [
     "run_backward",
     "is_compiling",
     "is_legacy_function_error",
+    "vmap_error_kind",
 ]
 
 
@@ -125,3 +127,32 @@ def is_legacy_function_error(err: BaseException) -> bool:
     """torch.func's refusal of an ``autograd.Function`` without ``setup_context``."""
     text = str(err)
     return isinstance(err, RuntimeError) and "setup_context" in text and "autograd.Function" in text
+
+
+# torch.func.vmap reports a user's mistake inside the batched function as a bare RuntimeError;
+# vmap says it in the package's words. These are the texts of torch's messages (torch 2.4-2.13).
+_VMAP_ERRORS: tuple[tuple[str, str], ...] = (
+    ("item", r"calling \.item\(\) on a Tensor"),
+    ("control_flow", r"data-dependent control flow"),
+    ("dynamic_shape", r"dynamic shape|boolean mask"),
+    ("in_place", r"inplace arithmetic|doesn't match the broadcast shape"),
+    ("randomness", r"random operation while in randomness error mode"),
+    ("overflow", r"integer multiplication overflow|[Ss]ize calculation overflowed"),
+)
+
+
+def vmap_error_kind(err: BaseException) -> str | None:
+    """Which user mistake a RuntimeError from inside ``torch.func.vmap`` reports, if known.
+
+    One of ``"item"`` (``.item()``/``int()`` on a batched tensor), ``"control_flow"`` (``if`` on
+    one), ``"dynamic_shape"`` (``x[mask]``, ``nonzero``), ``"in_place"`` (a batched value written
+    into an unbatched tensor), ``"randomness"`` (a random op with ``randomness="error"``) or
+    ``"overflow"`` (a batched size past int64); ``None`` for any other error.
+    """
+    if not isinstance(err, RuntimeError):
+        return None
+    text = str(err)
+    for kind, pattern in _VMAP_ERRORS:
+        if re.search(pattern, text):
+            return kind
+    return None

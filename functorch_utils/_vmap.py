@@ -1,29 +1,9 @@
-"""``vmap`` with JAX semantics on top of ``torch.func.vmap``, named axes and collectives.
+"""``vmap`` with JAX semantics on top of ``torch.func.vmap``: prepare -> run -> rebuild.
 
-# NOTE [named axes and collectives]
-# ``torch.func`` has no named axes. Each ``vmap(..., axis_name=name)`` call maps one extra flat
-# input, an *axis token* ``torch.arange(axis_size)`` over dim 0. Inside the body the token is a
-# tensor batched at exactly that ``torch.func`` vmap level and no other: its per-member value is the
-# member's index (that is ``axis_index``), and its batch dimension marks the level. While the body
-# runs, ``(name, size, token)`` sits on a thread-local stack of bound names; a collective looks its
-# name up there (innermost binding wins, as in JAX) and applies a ``torch.autograd.Function`` to
-# ``(x, token)``.
-#
-# ``torch.func`` processes a Function from the innermost transform level outwards:
-# - at a ``grad``/``vjp`` level it uses ``setup_context``/``backward``, at a ``jvp`` level ``jvp``,
-#   each written with the collectives themselves (psum transposes to psum, all_gather to
-#   psum_scatter, as in JAX), so derivatives of any order are collectives again;
-# - at a vmap level it calls the ``vmap`` staticmethod, and skips it when no input is batched
-#   there. If the token is unbatched, this is some other vmap level (an inner named or unnamed
-#   vmap, or the one inside ``jacrev``/``jacfwd``): the rule re-applies the Function one level
-#   down and keeps ``x``'s batch dim. If the token is batched, this is the named level: the rule
-#   reduces over ``x``'s batch dim with ordinary torch ops and returns an unbatched result, which
-#   the levels below (outer vmaps, outer autograd) treat like any other op.
-# So a collective finds its level however deep it is called, under any inner transform, using only
-# public API (``torch.autograd.Function`` with a ``vmap`` staticmethod, ``torch.func.vmap``). The
-# ``forward`` staticmethod is never reached: every path ends at the named level's ``vmap`` rule.
-# ``chunk_size`` would run the body once per chunk, so a collective would see one chunk: the
-# two options are rejected together.
+A call is prepared (arguments flattened with optree, each leaf given its axis, sizes checked), run
+(the mapped tensors handed to a cached ``torch.func.vmap`` of one fixed body, torch's bare errors
+translated) and rebuilt (the output structure put back, mapped axes moved into place). Named axes
+are bound through ``_axes``; the collectives that read them live in ``_collectives``.
 """
 
 from __future__ import annotations
@@ -31,457 +11,65 @@ from __future__ import annotations
 import functools
 import inspect
 import re
-import threading
-from collections.abc import Callable, Hashable, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Callable, Hashable
+from typing import Any, Generic, NoReturn, TypeVar
 
 import optree
 import torch
 
+from . import _torch_hooks
+from ._axes import Axis, bind, check_name
 from ._errors import check_callable, describe, fun_name, message, raise_type, raise_value
-from ._pytree import NAMESPACE
+from ._pytree import NAMESPACE, Partition, Stash, leaf_names
 
-__all__ = [
-    "UnboundAxisNameError",
-    "all_gather",
-    "axis_index",
-    "pmax",
-    "pmean",
-    "pmin",
-    "psum",
-    "vmap",
-]
+__all__ = ["vmap"]
 
 _RANDOMNESS = ("error", "different", "same")
-# The body returns (mapped outputs, unmapped outputs); torch broadcasts this prefix over them.
-_OUT_DIMS: Any = (0, None)
+_INT64_MAX = 2**63 - 1  # torch sizes are int64: a larger axis size cannot be made
+_K = TypeVar("_K")
+_V = TypeVar("_V")
 
 
-class UnboundAxisNameError(NameError):
-    """A collective named an axis that no enclosing ``vmap(..., axis_name=...)`` binds.
+class _Cache(Generic[_K, _V]):
+    """A dict of at most ``limit`` entries; when full it empties, and callers rebuild on a miss.
 
-    A ``NameError``, as JAX's ``unbound axis name`` error is.
+    A function called with many argument structures (or many sets of mapped dims) must not keep
+    one entry per structure forever; emptying is cheaper than tracking use, and every entry is
+    quick to rebuild.
     """
+
+    __slots__ = ("_data", "_limit")
+
+    def __init__(self, limit: int) -> None:
+        self._data: dict[_K, _V] = {}
+        self._limit = limit
+
+    def get(self, key: _K) -> _V | None:
+        return self._data.get(key)
+
+    def put(self, key: _K, value: _V) -> _V:
+        if len(self._data) >= self._limit:
+            self._data.clear()
+        self._data[key] = value
+        return value
+
+
+# The structure of ``(args, {})`` for n positional arguments, each one leaf: the fast path's spec
+# (keyed by n, bounded like every cache here).
+_POSITIONAL_SPECS: _Cache[int, optree.PyTreeSpec] = _Cache(32)
+
+
+def _positional_spec(n: int) -> optree.PyTreeSpec:
+    spec = _POSITIONAL_SPECS.get(n)
+    if spec is None:
+        tree: Any = ((0,) * n, {})
+        spec = optree.tree_structure(tree, none_is_leaf=True, namespace=NAMESPACE)
+        spec = _POSITIONAL_SPECS.put(n, spec)
+    return spec
 
 
 # ----------------------------------------------------------------------------------------------
-# The stack of bound axis names (see NOTE [named axes and collectives])
-
-
-class _Axis(NamedTuple):
-    name: Hashable
-    size: int
-    token: torch.Tensor  # arange(size), batched at this axis's torch.func level only
-
-
-class _AxisEnv(threading.local):
-    def __init__(self) -> None:
-        self.stack: list[_Axis] = []
-
-
-_ENV = _AxisEnv()
-
-
-def _names_text(names: Sequence[Hashable]) -> str:
-    return ", ".join(repr(n) for n in names) if names else "none"
-
-
-def _lookup(call: str, name: Any) -> _Axis:
-    for axis in reversed(_ENV.stack):
-        if axis.name == name:
-            return axis
-    bound = [a.name for a in reversed(_ENV.stack)]
-    raise UnboundAxisNameError(
-        message(
-            call,
-            f"unbound axis name {name!r}",
-            f"a name bound by an enclosing vmap(..., axis_name=...) (bound here: "
-            f"{_names_text(bound)})",
-            repr(name),
-            f"Call it inside vmap(f, axis_name={name!r}), or use one of the bound names.",
-        )
-    )
-
-
-def _axes(call: str, axis_name: Any) -> list[_Axis]:
-    """The bound axes an ``axis_name`` argument (a name or a tuple of names) refers to."""
-    names = axis_name if isinstance(axis_name, tuple) else (axis_name,)
-    if not names:
-        raise_value(call, "axis_name is empty", "a name or a non-empty tuple of names", "()")
-    axes = [_lookup(call, n) for n in names]
-    if len({id(a) for a in axes}) != len(axes):
-        raise_value(
-            call, "axis_name repeats an axis", "distinct names", repr(axis_name), "Name each once."
-        )
-    return axes
-
-
-# ----------------------------------------------------------------------------------------------
-# Primitive collectives: autograd.Functions whose vmap rule sees the batch dimension
-
-
-def _unreachable(name: str) -> torch.Tensor:
-    # Only reachable if an axis token escaped its vmap, which _lookup prevents.
-    raise AssertionError(f"{name}: collective evaluated outside its named vmap level")
-
-
-class _PSum(torch.autograd.Function):
-    """``psum`` over the level where ``token`` is batched; its own transpose."""
-
-    @staticmethod
-    def forward(x: torch.Tensor, token: torch.Tensor) -> torch.Tensor:
-        return _unreachable("psum")
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
-        ctx.token = inputs[1]
-
-    @staticmethod
-    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return _PSum.apply(g, ctx.token), None
-
-    @staticmethod
-    def jvp(ctx: Any, t: torch.Tensor, _: Any) -> torch.Tensor:
-        return _PSum.apply(t, ctx.token)
-
-    @staticmethod
-    def vmap(
-        info: Any, in_dims: tuple[int | None, int | None], x: torch.Tensor, token: torch.Tensor
-    ) -> tuple[torch.Tensor, int | None]:
-        x_dim, token_dim = in_dims
-        if token_dim is None:  # another vmap level: pass through, keep x's batch dim
-            return _PSum.apply(x, token), x_dim
-        if x_dim is None:  # x is the same for every member
-            return x * info.batch_size, None
-        if x.dtype == torch.bool:
-            return x.any(x_dim), None
-        return x.sum(x_dim, dtype=x.dtype), None
-
-
-class _AllGather(torch.autograd.Function):
-    """Stack ``x`` over the level where ``token`` is batched (new leading dim)."""
-
-    @staticmethod
-    def forward(x: torch.Tensor, token: torch.Tensor) -> torch.Tensor:
-        return _unreachable("all_gather")
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
-        ctx.token = inputs[1]
-
-    @staticmethod
-    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return _PSumScatter.apply(g, ctx.token), None
-
-    @staticmethod
-    def jvp(ctx: Any, t: torch.Tensor, _: Any) -> torch.Tensor:
-        return _AllGather.apply(t, ctx.token)
-
-    @staticmethod
-    def vmap(
-        info: Any, in_dims: tuple[int | None, int | None], x: torch.Tensor, token: torch.Tensor
-    ) -> tuple[torch.Tensor, int | None]:
-        x_dim, token_dim = in_dims
-        if token_dim is None:
-            return _AllGather.apply(x, token), None if x_dim is None else x_dim + 1
-        if x_dim is None:
-            return x.unsqueeze(0).expand(info.batch_size, *x.shape), None
-        return x.movedim(x_dim, 0), None
-
-
-class _PSumScatter(torch.autograd.Function):
-    """Member ``i`` gets ``sum_j x_j[i]``: the transpose of ``all_gather``."""
-
-    @staticmethod
-    def forward(x: torch.Tensor, token: torch.Tensor) -> torch.Tensor:
-        return _unreachable("psum_scatter")
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
-        ctx.token = inputs[1]
-
-    @staticmethod
-    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return _AllGather.apply(g, ctx.token), None
-
-    @staticmethod
-    def jvp(ctx: Any, t: torch.Tensor, _: Any) -> torch.Tensor:
-        return _PSumScatter.apply(t, ctx.token)
-
-    @staticmethod
-    def vmap(
-        info: Any, in_dims: tuple[int | None, int | None], x: torch.Tensor, token: torch.Tensor
-    ) -> tuple[torch.Tensor, int | None]:
-        x_dim, token_dim = in_dims
-        if token_dim is None:
-            if x_dim == 0:  # the level below scatters its leading dim: move this batch dim off it
-                x, x_dim = x.movedim(0, 1), 1
-            return _PSumScatter.apply(x, token), None if x_dim is None else x_dim - 1
-        if x_dim is None:  # every member holds the same x: member i gets n * x[i]
-            return x * info.batch_size, 0
-        # Summing out the batch dim leaves the per-member leading dim first: it becomes the batch.
-        return x.sum(x_dim, dtype=x.dtype), 0
-
-
-# ----------------------------------------------------------------------------------------------
-# Public collectives (JAX's lax signatures)
-
-
-def _check_groups(call: str, axis_index_groups: Any) -> None:
-    if axis_index_groups is not None:
-        raise NotImplementedError(
-            message(
-                call,
-                "axis_index_groups is not supported",
-                "None",
-                repr(axis_index_groups),
-                "Reduce over the whole axis, or split it with a nested vmap.",
-            )
-        )
-
-
-def _map_leaves(call: str, fn: Callable[[Any], Any], x: Any) -> Any:
-    def leaf(v: Any) -> Any:
-        if isinstance(v, (torch.Tensor, bool, int, float, complex)):
-            return fn(v)
-        raise_type(
-            call,
-            "x has a leaf that is not a tensor or a number",
-            "tensors or Python numbers",
-            describe(v),
-        )
-
-    return optree.tree_map(leaf, x, none_is_leaf=False, namespace=NAMESPACE)
-
-
-def psum(x: Any, axis_name: Any, *, axis_index_groups: Any = None) -> Any:
-    """Sum ``x`` over the named ``vmap`` axis (or axes), as ``jax.lax.psum``.
-
-    Every member gets the same sum. The derivative follows JAX: ``psum`` is linear and its
-    transpose is ``psum``.
-
-    Args:
-        x: a tensor, a Python number or a pytree of them. ``psum(1, "i")`` is the axis size.
-        axis_name: the name given to an enclosing ``vmap(..., axis_name=...)``, or a tuple of names
-            to sum over several axes.
-        axis_index_groups: not supported (must be ``None``).
-
-    Returns:
-        ``x``'s structure, each leaf summed over the axis.
-
-    Raises:
-        UnboundAxisNameError: (a ``NameError``) if no enclosing ``vmap`` binds ``axis_name``.
-
-    Example:
-        >>> import torch
-        >>> from functorch_utils import vmap, psum
-        >>> x = torch.tensor([1.0, 2.0, 3.0])
-        >>> vmap(lambda v: v / psum(v, "i"), axis_name="i")(x)
-        tensor([0.1667, 0.3333, 0.5000])
-        >>> vmap(lambda v: v * psum(1, "i"), axis_name="i")(x)  # psum(1, "i") is the size, 3
-        tensor([3., 6., 9.])
-    """
-    call = f"psum(x, axis_name={axis_name!r})"
-    _check_groups(call, axis_index_groups)
-    axes = _axes(call, axis_name)
-
-    def one(v: Any) -> Any:
-        if not isinstance(v, torch.Tensor):
-            n = 1
-            for a in axes:
-                n *= a.size
-            return v * n
-        for a in axes:
-            v = _PSum.apply(v, a.token)
-        return v
-
-    return _map_leaves(call, one, x)
-
-
-def pmean(x: Any, axis_name: Any, *, axis_index_groups: Any = None) -> Any:
-    """Mean of ``x`` over the named ``vmap`` axis (or axes), as ``jax.lax.pmean``.
-
-    Args:
-        x: a tensor, a Python number or a pytree of them.
-        axis_name: a bound axis name or a tuple of them.
-        axis_index_groups: not supported (must be ``None``).
-
-    Returns:
-        ``x``'s structure, each leaf ``psum(x) / axis_size``.
-
-    Example:
-        >>> import torch
-        >>> from functorch_utils import vmap, pmean
-        >>> x = torch.tensor([1.0, 2.0, 6.0])
-        >>> vmap(lambda v: v - pmean(v, "i"), axis_name="i")(x)
-        tensor([-2., -1.,  3.])
-    """
-    call = f"pmean(x, axis_name={axis_name!r})"
-    _check_groups(call, axis_index_groups)
-    n = 1
-    for a in _axes(call, axis_name):
-        n *= a.size
-    return _map_leaves(call, lambda v: v / n, psum(x, axis_name))
-
-
-def _preduce(call: str, x: Any, axis_name: Any, op: Callable[..., Any]) -> Any:
-    axes = _axes(call, axis_name)
-
-    def one(v: Any) -> Any:
-        if not isinstance(v, torch.Tensor):
-            return v
-        for a in axes:
-            v = op(_AllGather.apply(v, a.token), 0)
-        return v
-
-    return _map_leaves(call, one, x)
-
-
-def pmax(x: Any, axis_name: Any, *, axis_index_groups: Any = None) -> Any:
-    """Maximum of ``x`` over the named ``vmap`` axis (or axes), as ``jax.lax.pmax``.
-
-    Written as ``all_gather`` followed by ``amax``, so it is differentiable (ties share the
-    gradient evenly, as ``torch.amax`` does); JAX does not differentiate ``pmax``.
-
-    Args:
-        x: a tensor, a Python number or a pytree of them.
-        axis_name: a bound axis name or a tuple of them.
-        axis_index_groups: not supported (must be ``None``).
-
-    Returns:
-        ``x``'s structure, each leaf the elementwise maximum over the axis.
-
-    Example:
-        >>> import torch
-        >>> from functorch_utils import vmap, pmax
-        >>> x = torch.tensor([1.0, 5.0, 2.0])
-        >>> vmap(lambda v: pmax(v, "i"), axis_name="i")(x)
-        tensor([5., 5., 5.])
-    """
-    call = f"pmax(x, axis_name={axis_name!r})"
-    _check_groups(call, axis_index_groups)
-    return _preduce(call, x, axis_name, torch.amax)
-
-
-def pmin(x: Any, axis_name: Any, *, axis_index_groups: Any = None) -> Any:
-    """Minimum of ``x`` over the named ``vmap`` axis (or axes), as ``jax.lax.pmin``.
-
-    Args:
-        x: a tensor, a Python number or a pytree of them.
-        axis_name: a bound axis name or a tuple of them.
-        axis_index_groups: not supported (must be ``None``).
-
-    Returns:
-        ``x``'s structure, each leaf the elementwise minimum over the axis.
-
-    Example:
-        >>> import torch
-        >>> from functorch_utils import vmap, pmin
-        >>> x = torch.tensor([4.0, 5.0, 2.0])
-        >>> vmap(lambda v: v - pmin(v, "i"), axis_name="i")(x)
-        tensor([2., 3., 0.])
-    """
-    call = f"pmin(x, axis_name={axis_name!r})"
-    _check_groups(call, axis_index_groups)
-    return _preduce(call, x, axis_name, torch.amin)
-
-
-def all_gather(
-    x: Any,
-    axis_name: Any,
-    *,
-    axis_index_groups: Any = None,
-    axis: int = 0,
-    tiled: bool = False,
-) -> Any:
-    """Gather ``x`` from every member of the named ``vmap`` axis, as ``jax.lax.all_gather``.
-
-    Every member gets the same stacked tensor. Its transpose is a ``psum_scatter`` (member ``i``
-    receives the sum of every member's cotangent slice ``i``), as in JAX.
-
-    Args:
-        x: a tensor, a Python number or a pytree of them.
-        axis_name: a bound axis name, or a tuple of names (gathered in row-major order, so the
-            new axis has the product of their sizes).
-        axis_index_groups: not supported (must be ``None``).
-        axis: where the new axis goes in the result (negative counts from the end).
-        tiled: concatenate along ``axis`` instead of stacking a new one.
-
-    Returns:
-        ``x``'s structure; each leaf has a new axis of the axis size at ``axis`` (or, with
-        ``tiled=True``, its ``axis`` dimension multiplied by the axis size).
-
-    Example:
-        >>> import torch
-        >>> from functorch_utils import vmap, all_gather
-        >>> x = torch.tensor([[1, 2], [3, 4], [5, 6]])
-        >>> vmap(lambda v: all_gather(v, "i", axis=1), axis_name="i")(x)[0]
-        tensor([[1, 3, 5],
-                [2, 4, 6]])
-        >>> vmap(lambda v: all_gather(v, "i", tiled=True), axis_name="i")(x)[0]
-        tensor([1, 2, 3, 4, 5, 6])
-    """
-    call = f"all_gather(x, axis_name={axis_name!r}, axis={axis!r}, tiled={tiled!r})"
-    _check_groups(call, axis_index_groups)
-    if not isinstance(axis, int) or isinstance(axis, bool):
-        raise_type(call, "axis must be an int", "an int", describe(axis))
-    axes = _axes(call, axis_name)
-
-    def one(v: Any) -> Any:
-        t = v if isinstance(v, torch.Tensor) else torch.as_tensor(v)
-        ndim = t.dim()
-        limit = ndim if tiled else ndim + 1
-        if tiled and ndim == 0:
-            raise_value(
-                call,
-                "tiled=True needs an axis to concatenate along",
-                "x with at least 1 dimension",
-                describe(v),
-                "Use tiled=False to stack 0-d values.",
-            )
-        if not -limit <= axis < limit:
-            raise_value(
-                call,
-                f"axis is out of range for x with {ndim} dimensions",
-                f"an axis in [{-limit}, {limit - 1}]",
-                str(axis),
-            )
-        for a in reversed(axes):  # innermost name last in the result
-            t = _AllGather.apply(t, a.token)
-        if len(axes) > 1:
-            t = t.flatten(0, len(axes) - 1)
-        if tiled:
-            return t.movedim(0, axis % ndim).flatten(axis % ndim, axis % ndim + 1)
-        return t.movedim(0, axis % (ndim + 1))
-
-    return _map_leaves(call, one, x)
-
-
-def axis_index(axis_name: Any) -> torch.Tensor:
-    """This member's index along the named ``vmap`` axis, as ``jax.lax.axis_index``.
-
-    Args:
-        axis_name: a bound axis name, or a tuple of names (the row-major index over their product).
-
-    Returns:
-        A 0-d ``torch.int64`` tensor (JAX gives int32; torch indexes with int64).
-
-    Example:
-        >>> import torch
-        >>> from functorch_utils import vmap, axis_index
-        >>> vmap(lambda v: v * axis_index("i"), axis_name="i")(torch.ones(4))
-        tensor([0., 1., 2., 3.])
-    """
-    call = f"axis_index(axis_name={axis_name!r})"
-    axes = _axes(call, axis_name)
-    index = axes[0].token.clone()
-    for a in axes[1:]:
-        index = index * a.size + a.token
-    return index
-
-
-# ----------------------------------------------------------------------------------------------
-# vmap
+# Is an output batched at the body's own level? (``out_axes=None`` must not vary)
 
 
 class _Flag:
@@ -524,9 +112,12 @@ def _is_batched(x: torch.Tensor, token: torch.Tensor) -> bool:
     return flag.value
 
 
-_TRANSLATIONS: list[tuple[re.Pattern[str], type[Exception], str, str, str]] = [
-    (
-        re.compile(r"calling \.item\(\) on a Tensor"),
+# ----------------------------------------------------------------------------------------------
+# torch's bare RuntimeErrors under vmap, said in the library's words
+
+# kind (from _torch_hooks.vmap_error_kind) -> (error type, what is wrong, expected, how to fix)
+_TRANSLATIONS: dict[str, tuple[type[Exception], str, str, str]] = {
+    "item": (
         TypeError,
         "the function converts a mapped tensor to a Python number (.item(), int(), float(), "
         ".tolist())",
@@ -534,16 +125,14 @@ _TRANSLATIONS: list[tuple[re.Pattern[str], type[Exception], str, str, str]] = [
         "Keep the value as a tensor: compute with tensor ops, and choose with "
         "torch.where(cond, a, b) instead of an if on a number.",
     ),
-    (
-        re.compile(r"data-dependent control flow"),
+    "control_flow": (
         TypeError,
         "the function branches on the value of a mapped tensor (if/while on a tensor, bool())",
         "control flow that does not depend on mapped values",
         "Compute both branches and select with torch.where(cond, a, b), or use "
         "torch.clamp/torch.maximum for elementwise choices.",
     ),
-    (
-        re.compile(r"dynamic shape|boolean mask"),
+    "dynamic_shape": (
         TypeError,
         "the function calls an op whose output shape depends on the data (nonzero, masked "
         "indexing x[mask], unique)",
@@ -551,8 +140,7 @@ _TRANSLATIONS: list[tuple[re.Pattern[str], type[Exception], str, str, str]] = [
         "Keep the shape fixed: use torch.where(mask, x, 0) instead of x[mask], and gather with "
         "precomputed indices.",
     ),
-    (
-        re.compile(r"inplace arithmetic|doesn't match the broadcast shape"),
+    "in_place": (
         ValueError,
         "the function writes a mapped value in place into a tensor that is not mapped (one "
         "captured from outside the vmap, or created inside it)",
@@ -560,39 +148,155 @@ _TRANSLATIONS: list[tuple[re.Pattern[str], type[Exception], str, str, str]] = [
         "Use out-of-place ops instead: y = x + v instead of x.add_(v), "
         "torch.where/torch.scatter/index_put (not x[i] = v) to build a new tensor.",
     ),
-    (
-        re.compile(r"random operation while in randomness error mode"),
+    "overflow": (
+        ValueError,
+        "a batched value has more elements than int64 can count (axis size times the "
+        "per-member size)",
+        "a smaller axis_size, or smaller per-member outputs",
+        "Map over fewer members at a time.",
+    ),
+    "randomness": (
         ValueError,
         "the function draws random numbers but randomness='error'",
         "randomness='different' (independent draws per member) or 'same' (one draw shared)",
         "Pass vmap(f, randomness='different') or randomness='same'.",
     ),
-]
+}
 
 
 def _translate(call: str, err: RuntimeError) -> Exception | None:
+    kind = _torch_hooks.vmap_error_kind(err)
+    if kind is None:
+        return None
+    cls, what, expected, fix = _TRANSLATIONS[kind]
     text = str(err)
-    for pattern, kind, what, expected, fix in _TRANSLATIONS:
-        if pattern.search(text):
-            first = text.splitlines()[0] if text else type(err).__name__
-            return kind(message(call, what, expected, f"torch's error {first!r}", fix))
-    return None
+    first = text.splitlines()[0] if text else type(err).__name__
+    return cls(message(call, what, expected, f"torch's error {first!r}", fix))
 
 
-def _check_axes_tree(call: str, name: str, tree: Any) -> None:
-    """Build-time check: every leaf of an in_axes/out_axes tree is an int or None."""
+# ----------------------------------------------------------------------------------------------
+# Build-time checks
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _shown(value: Any) -> str:
+    """``repr`` for the call shape; a long one (a big tensor, say) as ``describe`` words."""
+    text = repr(value)
+    return text if len(text) <= 80 and "\n" not in text else f"<{describe(value)}>"
+
+
+def _call_shape(fun: Any, in_axes: Any, out_axes: Any, axis_name: Any, axis_size: Any) -> str:
+    """``vmap(f, in_axes=...)``: the options that differ from their defaults.
+
+    Compared by type first, so tensors and arrays (whose ``==`` is elementwise) are shown, not
+    compared.
+    """
+    extras = "".join(
+        f", {k}={_shown(v)}"
+        for k, v, default in (
+            ("in_axes", in_axes, 0),
+            ("out_axes", out_axes, 0),
+            ("axis_name", axis_name, None),
+            ("axis_size", axis_size, None),
+        )
+        if not (type(v) is type(default) and (v is default or v == default))
+    )
+    return f"vmap({fun_name(fun)}{extras})"
+
+
+def _check_axes_tree(build: str, name: str, tree: Any) -> None:
+    """Every leaf of an in_axes/out_axes tree is an int (of a sane size) or None."""
+    if isinstance(tree, torch.Tensor) or hasattr(tree, "__array__"):
+        raise_type(
+            build,
+            f"{name} is a tensor or an array",
+            "an int, None, or a tuple/list/dict of them",
+            describe(tree),
+            "Give Python ints: e.g. in_axes=(0, None), or in_axes=tuple(a.tolist()).",
+        )
     accessors, leaves, _ = optree.tree_flatten_with_accessor(
         tree, none_is_leaf=True, namespace=NAMESPACE
     )
     for acc, leaf in zip(accessors, leaves):
-        if leaf is not None and (not isinstance(leaf, int) or isinstance(leaf, bool)):
+        if leaf is not None and not _is_int(leaf):
             raise_type(
-                call,
+                build,
                 f"{name} leaves must be ints or None",
                 f"an int or None at {acc.codify(name)}",
                 describe(leaf),
                 "Give an axis number for mapped leaves and None for unmapped ones.",
             )
+
+
+def _check_in_axes(build: str, in_axes: Any) -> None:
+    wrong = not (in_axes is None or isinstance(in_axes, (int, tuple))) or isinstance(in_axes, bool)
+    if wrong and not isinstance(in_axes, torch.Tensor) and not hasattr(in_axes, "__array__"):
+        raise_type(
+            build,
+            "in_axes must be an int, None, or a tuple with one entry per positional argument",
+            "an int, None or a tuple",
+            describe(in_axes),
+            "To give axes for the leaves of one argument, wrap its prefix in a tuple, "
+            "e.g. in_axes=({'a': 0, 'b': None},).",
+        )
+    _check_axes_tree(build, "in_axes", in_axes)
+
+
+def _check_options(
+    build: str, axis_name: Any, axis_size: Any, randomness: Any, chunk_size: Any
+) -> None:
+    if axis_size is not None and not (_is_int(axis_size) and 0 <= axis_size <= _INT64_MAX):
+        raise_type(
+            build,
+            "axis_size must be a non-negative int that fits in int64",
+            "an int in [0, 2**63 - 1]",
+            describe(axis_size),
+        )
+    if randomness not in _RANDOMNESS:
+        raise_value(
+            build,
+            "randomness is not one of torch.func.vmap's modes",
+            "'error', 'different' or 'same'",
+            describe(randomness),
+        )
+    if chunk_size is not None:
+        if not _is_int(chunk_size):
+            raise_type(build, "chunk_size must be an int or None", "e.g. 64", describe(chunk_size))
+        if not 1 <= chunk_size <= _INT64_MAX:
+            raise_value(
+                build,
+                "chunk_size must be a positive int or None",
+                "an int in [1, 2**63 - 1], e.g. chunk_size=64",
+                describe(chunk_size),
+            )
+    if axis_name is not None:
+        _check_axis_name(build, axis_name, chunk_size)
+
+
+def _check_axis_name(build: str, axis_name: Any, chunk_size: Any) -> None:
+    check_name(build, axis_name)
+    if isinstance(axis_name, tuple):
+        raise_type(
+            build,
+            "axis_name is a tuple, which collectives read as several names",
+            "a single name such as 'i'",
+            repr(axis_name),
+        )
+    if chunk_size is not None:
+        raise_value(
+            build,
+            "chunk_size runs the body once per chunk, so collectives would see one chunk",
+            "chunk_size=None with axis_name",
+            f"chunk_size={chunk_size}",
+            "Drop chunk_size, or map in chunks with an outer Python loop.",
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# Names for arguments and outputs in error messages (error paths only)
 
 
 def _arg_roots(fun: Any, nargs: int) -> list[str]:
@@ -611,10 +315,19 @@ def _arg_roots(fun: Any, nargs: int) -> list[str]:
     return roots
 
 
-def _leaf_labels(fun: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[str]:
-    """Key paths of the leaves of ``(args, kwargs)`` in flattening order (error paths only)."""
+def _kw_label(text: str) -> str:
+    # kwargs['y'][0] -> y[0]: keyword arguments are named by their keyword.
+    m = re.match(r"kwargs\['([^']*)'\](.*)", text)
+    return m.group(1) + m.group(2) if m else text
+
+
+def _labels(fun: Any, args: tuple[Any, ...], kwargs: dict[str, Any], whole: bool) -> list[str]:
+    """Key paths of the call's leaves in flattening order; whole arguments on the fast path."""
+    roots = _arg_roots(fun, len(args))
+    if whole:
+        return roots
     labels: list[str] = []
-    for root, arg in zip(_arg_roots(fun, len(args)), args):
+    for root, arg in zip(roots, args):
         accs, _, _ = optree.tree_flatten_with_accessor(arg, none_is_leaf=True, namespace=NAMESPACE)
         labels.extend(a.codify(root) for a in accs)
     kw_tree: Any = kwargs
@@ -625,17 +338,392 @@ def _leaf_labels(fun: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> lis
     return labels
 
 
-def _labels(
-    fun: Any, args: tuple[Any, ...], kwargs: dict[str, Any], spec: optree.PyTreeSpec | None
-) -> list[str]:
-    """Labels of the call's leaves: whole arguments on the fast path (spec None)."""
-    return _arg_roots(fun, len(args)) if spec is None else _leaf_labels(fun, args, kwargs)
+def _prefix_error(
+    call: str, name: str, prefix: Any, full: Any, what: str, expected: str, got: str, fix: str
+) -> NoReturn:
+    """``ValueError``: ``prefix`` (``in_axes``/``out_axes``) is not a pytree prefix of ``full``,
+    with optree's key-path explanation appended."""
+    errors = optree.prefix_errors(prefix, full, none_is_leaf=True, namespace=NAMESPACE)
+    detail = "\n".join(str(e(name)) for e in errors[:3])
+    text = message(call, f"{name} is not a pytree prefix of the {what}", expected, got, fix)
+    raise ValueError(text + ("\n" + detail if detail else "")) from None
 
 
-def _kw_label(text: str) -> str:
-    # kwargs['y'][0] -> y[0]: keyword arguments are named by their keyword.
-    m = re.match(r"kwargs\['([^']*)'\](.*)", text)
-    return m.group(1) + m.group(2) if m else text
+def _out_axis_error(call: str, ax: int, label: str, ndim: int) -> NoReturn:
+    raise_value(
+        call,
+        f"out_axes {ax} is out of range for {label}, which has {ndim - 1} dimensions per member "
+        f"(so {ndim} batched)",
+        f"an axis in [{-ndim}, {ndim - 1}]",
+        str(ax),
+    )
+
+
+def _plain(x: Any, depth: int = 0) -> bool:
+    """A non-empty dict/list/tuple (exact types) nest of tensors that torch's pytree rebuilds."""
+    if isinstance(x, torch.Tensor):
+        return True
+    kind = type(x)
+    if depth > 2 or kind not in (dict, list, tuple) or not x:
+        return False
+    values = x.values() if kind is dict else x
+    return all(_plain(v, depth + 1) for v in values)
+
+
+# ----------------------------------------------------------------------------------------------
+# One vmap: prepare -> run -> rebuild
+
+
+class _Call:
+    """One call's state, handed to the body through ``torch.func.vmap`` as an unmapped argument.
+
+    ``inputs`` puts the mapped tensors back among the other leaves of ``(args, kwargs)``. The body
+    fills the rest: ``out`` carries the output's structure and non-tensor leaves past torch.func,
+    ``plan`` is each output tensor's axis (``None``: the tensor is the same for every member and
+    comes back through ``unmapped``, as torch.func itself hands back an ``out_dims=None`` output),
+    or ``plan`` stays ``None`` when torch.func rebuilds the output itself (``out_axis`` applies).
+    """
+
+    __slots__ = ("inputs", "out", "out_axis", "plan", "size", "token", "unmapped", "vm")
+
+    def __init__(self, vm: _Vmap, inputs: Partition, size: int, token: bool) -> None:
+        self.vm = vm
+        self.inputs = inputs
+        self.size = size
+        self.token = token  # the last flat input is the axis token
+        self.out = Stash()
+        self.plan: list[int | None] | None = None
+        self.unmapped: list[torch.Tensor] = []
+        self.out_axis = 0
+
+
+def _body(state: _Call, *flat: torch.Tensor) -> Any:
+    # The one function torch.func.vmap sees (so its wrapper is built once per in_dims): the call's
+    # state rides along unmapped, then the flat mapped tensors (and the token).
+    return state.vm.body(state, flat)
+
+
+class _Vmap:
+    """One ``vmap(fun, ...)``: its options, what is derived from them once, and its caches."""
+
+    def __init__(
+        self,
+        fun: Callable[..., Any],
+        in_axes: Any,
+        out_axes: Any,
+        axis_name: Hashable | None,
+        axis_size: int | None,
+        randomness: str,
+        chunk_size: int | None,
+        build: str,
+    ) -> None:
+        self.fun = fun
+        self.in_axes = in_axes
+        self.out_axes = out_axes
+        self.axis_name = axis_name
+        self.axis_size = axis_size
+        self.randomness = randomness
+        self.chunk_size = chunk_size
+        self.call = f"{build}(...)"
+        self.in_axes_is_leaf = in_axes is None or isinstance(in_axes, int)
+        self.out_axes_is_leaf = out_axes is None or isinstance(out_axes, int)
+        self.out_has_none = None in optree.tree_leaves(
+            out_axes, none_is_leaf=True, namespace=NAMESPACE
+        )
+        # in_axes as one int/None per positional argument (the fast path), when it is that
+        self.top_axes: tuple[Any, ...] | None = (
+            in_axes
+            if isinstance(in_axes, tuple) and all(a is None or _is_int(a) for a in in_axes)
+            else None
+        )
+        # in_axes broadcast to the leaves of (args, kwargs), keyed by their PyTreeSpec
+        self.axes_by_spec: _Cache[optree.PyTreeSpec, list[Any]] = _Cache(64)
+        # torch.func.vmap(_body, ...), keyed by the mapped dims of the flat inputs
+        self.runners: _Cache[tuple[int, ...], Callable[..., Any]] = _Cache(64)
+
+    def __call__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        state, flat, in_dims = self.prepare(args, kwargs)
+        return self.rebuild(state, self.run(state, flat, in_dims))
+
+    # -- prepare: leaves, their axes, the size, the token
+
+    def prepare(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[_Call, list[torch.Tensor], tuple[int, ...]]:
+        leaves, spec, axes, whole = self._leaves_and_axes(args, kwargs)
+        flat: list[torch.Tensor] = []
+        in_dims: list[int] = []
+        positions: list[int] = []
+        size: int | None = None
+        mismatch = False
+        for i, (leaf, ax) in enumerate(zip(leaves, axes)):
+            if ax is None or not isinstance(leaf, torch.Tensor):
+                continue
+            if leaf.layout is not torch.strided or leaf.is_nested:
+                self._layout_error(leaf, _labels(self.fun, args, kwargs, whole)[i])
+            ndim = leaf.dim()
+            if not -ndim <= ax < ndim:
+                self._range_error(leaf, ax, _labels(self.fun, args, kwargs, whole)[i])
+            if ax < 0:
+                ax += ndim
+            n = leaf.shape[ax]
+            if size is None:
+                size = n
+            elif n != size:
+                mismatch = True
+            flat.append(leaf)
+            in_dims.append(ax)
+            positions.append(i)
+        if mismatch or (size is not None and self.axis_size not in (None, size)):
+            labels = _labels(self.fun, args, kwargs, whole)
+            self._size_error([(labels[p], leaves[p], d) for p, d in zip(positions, in_dims)])
+        if size is None:
+            size = self._unmapped_size(len(leaves))
+        need_token = self.axis_name is not None or not flat or self.out_has_none
+        state = _Call(self, Partition(spec, leaves, positions), size, need_token)
+        if need_token:
+            flat.append(self._token(size, flat[0].device if flat else None))
+            in_dims.append(0)
+        return state, flat, tuple(in_dims)
+
+    def _leaves_and_axes(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[list[Any], optree.PyTreeSpec, Any, bool]:
+        """The leaves of ``(args, kwargs)``, their structure, one axis each, and whether each
+        positional argument was taken whole (the fast path)."""
+        in_axes = self.in_axes
+        if not kwargs:
+            per_arg = [in_axes] * len(args) if self.in_axes_is_leaf else self.top_axes
+            if (
+                per_arg is not None
+                and len(per_arg) == len(args)
+                and all(ax is None or isinstance(a, torch.Tensor) for a, ax in zip(args, per_arg))
+            ):
+                # Fast path: every mapped argument is a tensor and the others (any pytree) are
+                # unmapped as a whole, so each argument is one leaf and optree's flatten is not
+                # needed. It costs ~3 us hot but tens of us with the caches cold after a large
+                # batched computation, which benchmarks/bench_vmap.py showed.
+                return list(args), _positional_spec(len(args)), per_arg, True
+        tree: Any = (args, kwargs)
+        leaves, spec = optree.tree_flatten(tree, none_is_leaf=True, namespace=NAMESPACE)
+        if self.in_axes_is_leaf and not kwargs:
+            return leaves, spec, [in_axes] * len(leaves), False
+        axes = self.axes_by_spec.get(spec)
+        if axes is None:
+            axes = self.axes_by_spec.put(spec, self._broadcast_in_axes(args, kwargs))
+        return leaves, spec, axes, False
+
+    def _broadcast_in_axes(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
+        tree: Any = (args, kwargs)
+        axes_tree: Any = (self.in_axes, 0)  # keyword arguments are mapped over axis 0
+        try:
+            return optree.broadcast_prefix(axes_tree, tree, none_is_leaf=True, namespace=NAMESPACE)
+        except ValueError:
+            pass
+        in_axes = self.in_axes
+        n_in = len(in_axes) if isinstance(in_axes, tuple) else "?"
+        _prefix_error(
+            self.call,
+            "in_axes",
+            in_axes,
+            args,
+            "positional arguments",
+            f"one entry per positional argument ({len(args)}), each a prefix of it",
+            f"in_axes={in_axes!r} ({n_in} entries)",
+            "Give int or None for a whole argument, or a container of the same type and "
+            "keys/length as the argument.",
+        )
+
+    def _unmapped_size(self, n_leaves: int) -> int:
+        if self.axis_size is None:
+            raise_value(
+                self.call,
+                "nothing is mapped, so the axis size is unknown",
+                "at least one tensor with a non-None in_axes, or axis_size",
+                f"in_axes={self.in_axes!r} with {n_leaves} argument leaves and no mapped tensor",
+                "Pass axis_size=n to broadcast the outputs to n members.",
+            )
+        return self.axis_size
+
+    def _token(self, size: int, device: torch.device | None) -> torch.Tensor:
+        # A named axis's token is arange(size): see NOTE [named axes and collectives] in
+        # _collectives.py. Unnamed, a token only marks the level (for the out_axes=None probe, or
+        # when nothing else is mapped): zero bytes, however long the axis.
+        device = torch.get_default_device() if device is None else device
+        if self.axis_name is None:
+            return torch.empty((size, 0), dtype=torch.int64, device=device)
+        try:
+            return torch.arange(size, device=device)
+        except RuntimeError as err:  # an axis_size too long to allocate its indices
+            raise ValueError(
+                message(
+                    self.call,
+                    "the named axis is too long to hold its member indices",
+                    "an axis_size whose int64 indices fit in memory",
+                    f"axis_size={size}",
+                )
+            ) from err
+
+    def _layout_error(self, leaf: torch.Tensor, label: str) -> NoReturn:
+        layout = "nested" if leaf.is_nested else str(leaf.layout).removeprefix("torch.")
+        raise_type(
+            self.call,
+            f"{label} is a {layout} tensor, which vmap cannot map",
+            "a dense (strided) tensor for every mapped leaf",
+            f"a {layout} tensor of dtype {leaf.dtype}",
+            ("Stack its components into one dense tensor" if leaf.is_nested else "Map x.to_dense()")
+            + ", or pass None in in_axes to hand it to the function unmapped.",
+        )
+
+    def _range_error(self, leaf: torch.Tensor, ax: int, label: str) -> NoReturn:
+        ndim = leaf.dim()
+        raise_value(
+            self.call,
+            f"axis {ax} is out of range for {label}, which has {ndim} dimensions "
+            f"(shape {tuple(leaf.shape)})",
+            f"an axis in [{-ndim}, {ndim - 1}]" if ndim else "a tensor with a dimension",
+            str(ax),
+            f"Map a dimension {label} has, or pass None in in_axes to leave it unmapped.",
+        )
+
+    def _size_error(self, mapped: list[tuple[str, torch.Tensor, int]]) -> NoReturn:
+        got = ", ".join(
+            f"{label} with size {leaf.shape[d]} along axis {d} (shape {tuple(leaf.shape)})"
+            for label, leaf, d in mapped[:8]
+        )
+        if self.axis_size is not None:
+            got = f"axis_size={self.axis_size}; " + got
+        raise_value(
+            self.call,
+            "the mapped axes have different sizes",
+            "the same size for every mapped argument",
+            got,
+            "Map axes of one length, or pass None in in_axes for arguments that should not "
+            "be mapped.",
+        )
+
+    # -- run: the cached torch.func.vmap of _body, torch's bare errors translated
+
+    def run(self, state: _Call, flat: list[torch.Tensor], in_dims: tuple[int, ...]) -> Any:
+        runner = self.runners.get(in_dims)
+        if runner is None:
+            runner = self.runners.put(
+                in_dims,
+                torch.func.vmap(
+                    _body,
+                    in_dims=(None, *in_dims),
+                    out_dims=0,
+                    randomness=self.randomness,
+                    chunk_size=self.chunk_size,
+                ),
+            )
+        try:
+            return runner(state, *flat)
+        except RuntimeError as err:
+            better = _translate(self.call, err)
+            if better is None:
+                raise
+            raise better from err
+
+    def body(self, state: _Call, flat: tuple[torch.Tensor, ...]) -> Any:
+        """One member's call (batched by torch.func): rebuild the arguments, bind the name, run
+        ``fun``, and hand its tensors to torch.func."""
+        args, kwargs = state.inputs.combine(flat)  # the token, if any, is past the picked leaves
+        token = flat[-1] if state.token else None
+        if self.axis_name is None:
+            out = self.fun(*args, **kwargs)
+        else:
+            assert token is not None
+            with bind(Axis(self.axis_name, state.size, token)):
+                out = self.fun(*args, **kwargs)
+        return self._pack(state, out, token)
+
+    def _pack(self, state: _Call, out: Any, token: torch.Tensor | None) -> Any:
+        out_axes = self.out_axes
+        if self.out_axes_is_leaf and out_axes is not None and isinstance(out, torch.Tensor):
+            # Fast path: one tensor out, one int out_axes.
+            ndim = out.dim() + 1
+            if not -ndim <= out_axes < ndim:
+                _out_axis_error(self.call, out_axes, "out", ndim)
+            state.out_axis = out_axes + ndim if out_axes < 0 else out_axes
+            return out
+        if out_axes == 0 and _plain(out):
+            # Plain dicts/lists/tuples of tensors at axis 0: torch.func unwraps them itself, as it
+            # does for raw torch.func.vmap, and hands back the same structure.
+            return out
+        tensors = state.out.put(out)
+        mapped: list[torch.Tensor] = []
+        unmapped: list[torch.Tensor] = []
+        plan: list[int | None] = []
+        for k, (t, ax) in enumerate(zip(tensors, self._tensor_out_axes(out, len(tensors)))):
+            if ax is None:
+                # Returned past torch.func rather than with out_dims=None, which refuses a tensor
+                # batched at an outer level (an inner vmap's unbatched result).
+                assert token is not None
+                if _is_batched(t, token):
+                    self._varies_error(state, out, k, t)
+                unmapped.append(t)
+            else:
+                ndim = t.dim() + 1
+                if not -ndim <= ax < ndim:
+                    _out_axis_error(self.call, ax, self._out_label(state, out, k), ndim)
+                ax = ax + ndim if ax < 0 else ax
+                mapped.append(t)
+            plan.append(ax)
+        state.plan, state.unmapped = plan, unmapped
+        # torch.func unwraps a lone tensor without any pytree work
+        return mapped[0] if len(mapped) == 1 else tuple(mapped)
+
+    def _tensor_out_axes(self, out: Any, n: int) -> list[Any]:
+        """``out_axes`` broadcast to the output's tensor leaves (in flattening order)."""
+        if self.out_axes_is_leaf:
+            return [self.out_axes] * n
+        try:
+            full = optree.broadcast_prefix(
+                self.out_axes, out, none_is_leaf=True, namespace=NAMESPACE
+            )
+        except ValueError:
+            spec = optree.tree_structure(out, none_is_leaf=True, namespace=NAMESPACE)
+            _prefix_error(
+                self.call,
+                "out_axes",
+                self.out_axes,
+                out,
+                "output",
+                f"a prefix of the output structure {spec}",
+                f"out_axes={self.out_axes!r}",
+                "Give int or None for a whole output, or a container of the same type and "
+                "keys/length as the output.",
+            )
+        leaves = optree.tree_leaves(out, none_is_leaf=True, namespace=NAMESPACE)
+        return [ax for leaf, ax in zip(leaves, full) if isinstance(leaf, torch.Tensor)]
+
+    def _out_label(self, state: _Call, out: Any, k: int) -> str:
+        assert state.out.part is not None
+        return leaf_names(out, "out")[state.out.part.picked[k]]
+
+    def _varies_error(self, state: _Call, out: Any, k: int, t: torch.Tensor) -> NoReturn:
+        raise_value(
+            self.call,
+            f"{self._out_label(state, out, k)} has out_axes None but varies along the mapped axis",
+            "an output that is the same for every member",
+            describe(t) + " that depends on the mapped inputs",
+            "Give it an int out_axes, or reduce it (e.g. with psum) first.",
+        )
+
+    # -- rebuild: the output structure, mapped axes moved into place
+
+    def rebuild(self, state: _Call, res: Any) -> Any:
+        if state.plan is None:  # a lone tensor or a plain structure (see _pack)
+            return res if state.out_axis == 0 else res.movedim(0, state.out_axis)
+        mapped = iter((res,) if isinstance(res, torch.Tensor) else res)
+        unmapped = iter(state.unmapped)
+        values = [next(unmapped) if ax is None else _moved(next(mapped), ax) for ax in state.plan]
+        return state.out.get(values)
+
+
+def _moved(t: torch.Tensor, ax: int) -> torch.Tensor:
+    return t if ax == 0 else t.movedim(0, ax)
 
 
 def vmap(
@@ -698,396 +786,16 @@ def vmap(
         torch.Size([3, 2])
     """
     check_callable("vmap", fun)
-    name = fun_name(fun)
     if isinstance(in_axes, list):  # JAX canonicalises a top-level list to a tuple
         in_axes = tuple(in_axes)
-    extras = "".join(
-        f", {k}={v!r}"
-        for k, v, d in (
-            ("in_axes", in_axes, 0),
-            ("out_axes", out_axes, 0),
-            ("axis_name", axis_name, None),
-            ("axis_size", axis_size, None),
-        )
-        if v != d or type(v) is not type(d)
-    )
-    build = f"vmap({name}{extras})"
-    call = f"{build}(...)"
-
-    if not (in_axes is None or isinstance(in_axes, (int, tuple))) or isinstance(in_axes, bool):
-        raise_type(
-            build,
-            "in_axes must be an int, None, or a tuple with one entry per positional argument",
-            "an int, None or a tuple",
-            describe(in_axes),
-            "To give axes for the leaves of one argument, wrap its prefix in a tuple, "
-            "e.g. in_axes=({'a': 0, 'b': None},).",
-        )
-    _check_axes_tree(build, "in_axes", in_axes)
+    build = _call_shape(fun, in_axes, out_axes, axis_name, axis_size)
+    _check_in_axes(build, in_axes)
     _check_axes_tree(build, "out_axes", out_axes)
-    if axis_size is not None and (
-        not isinstance(axis_size, int) or isinstance(axis_size, bool) or axis_size < 0
-    ):
-        raise_type(
-            build, "axis_size must be a non-negative int", "an int >= 0", describe(axis_size)
-        )
-    if randomness not in _RANDOMNESS:
-        raise_value(
-            build,
-            "randomness is not one of torch.func.vmap's modes",
-            "'error', 'different' or 'same'",
-            repr(randomness),
-        )
-    if chunk_size is not None and (
-        not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1
-    ):
-        raise_type(build, "chunk_size must be a positive int", "an int >= 1", describe(chunk_size))
-    if axis_name is not None:
-        try:
-            hash(axis_name)
-        except TypeError:
-            raise_type(build, "axis_name is not hashable", "a hashable name", describe(axis_name))
-        if isinstance(axis_name, tuple):
-            raise_type(
-                build,
-                "axis_name is a tuple, which collectives read as several names",
-                "a single name such as 'i'",
-                repr(axis_name),
-            )
-        if chunk_size is not None:
-            raise_value(
-                build,
-                "chunk_size runs the body once per chunk, so collectives would see one chunk",
-                "chunk_size=None with axis_name",
-                f"chunk_size={chunk_size}",
-                "Drop chunk_size, or map in chunks with an outer Python loop.",
-            )
-
-    in_axes_is_leaf = in_axes is None or isinstance(in_axes, int)
-    out_axes_is_leaf = out_axes is None or isinstance(out_axes, int)
-    out_has_none = None in optree.tree_leaves(out_axes, none_is_leaf=True, namespace=NAMESPACE)
-    in_axes_tree: Any = in_axes
-    axes_tree: Any = (in_axes, 0)  # keyword arguments are mapped over axis 0
-    # in_axes broadcast to the leaves, per argument structure (PyTreeSpecs are hashable)
-    axes_cache: dict[optree.PyTreeSpec, list[Any]] = {}
-    # in_axes as a tuple of leaves, one per argument (for the fast path), when it is one
-    top_axes: tuple[Any, ...] = (
-        in_axes
-        if isinstance(in_axes, tuple) and all(a is None or isinstance(a, int) for a in in_axes)
-        else ()
-    )
-    top_ok = isinstance(in_axes, tuple) and len(top_axes) == len(in_axes)
+    _check_options(build, axis_name, axis_size, randomness, chunk_size)
+    batch = _Vmap(fun, in_axes, out_axes, axis_name, axis_size, randomness, chunk_size, build)
 
     @functools.wraps(fun)
     def batched(*args: Any, **kwargs: Any) -> Any:
-        # 1. Flatten the arguments and give each leaf its axis.
-        tree: Any = (args, kwargs)
-        leaves: list[Any]
-        spec: optree.PyTreeSpec | None
-        axes: list[Any] | None
-        if (
-            not kwargs
-            and (in_axes_is_leaf or (top_ok and len(top_axes) == len(args)))
-            and all(
-                isinstance(a, torch.Tensor) or ax is None
-                for a, ax in zip(args, top_axes or [in_axes] * len(args))
-            )
-        ):
-            # Fast path: every mapped argument is a tensor and the others (any pytree) are
-            # unmapped as a whole, so each argument is one "leaf" and optree is not needed (spec
-            # None; see body). optree's flatten costs ~3 us hot but tens of us with the caches
-            # cold after a large batched computation, which the benchmark showed.
-            leaves, spec = list(args), None
-            axes = [in_axes] * len(args) if in_axes_is_leaf else list(top_axes)
-        else:
-            leaves, tree_spec = optree.tree_flatten(tree, none_is_leaf=True, namespace=NAMESPACE)
-            spec = tree_spec
-            if in_axes_is_leaf and not kwargs:
-                axes = [in_axes] * len(leaves)
-            else:
-                axes = axes_cache.get(tree_spec)
-        if axes is None:
-            try:
-                axes = optree.broadcast_prefix(
-                    axes_tree, tree, none_is_leaf=True, namespace=NAMESPACE
-                )
-            except ValueError:
-                args_tree: Any = args
-                errors = optree.prefix_errors(
-                    in_axes_tree, args_tree, none_is_leaf=True, namespace=NAMESPACE
-                )
-                detail = "\n".join(str(e("in_axes")) for e in errors[:3])
-                n_in = len(in_axes) if isinstance(in_axes, tuple) else "?"
-                raise ValueError(
-                    message(
-                        call,
-                        "in_axes is not a pytree prefix of the positional arguments",
-                        f"one entry per positional argument ({len(args)}), each a prefix of it",
-                        f"in_axes={in_axes!r} ({n_in} entries)",
-                        "Give int or None for a whole argument, or a container of the same type "
-                        "and keys/length as the argument.",
-                    )
-                    + ("\n" + detail if detail else "")
-                ) from None
-            if len(axes_cache) >= 64:  # bound the cache for functions called with many structures
-                axes_cache.clear()
-            axes_cache[tree_spec] = axes
+        return batch(args, kwargs)
 
-        # 2. Normalise axes, check ranges and sizes.
-        flat_in: list[torch.Tensor] = []
-        in_dims: list[int] = []
-        positions: list[int] = []
-        size: int | None = None
-        mismatch = False
-        first: torch.Tensor | None = None
-        for i, (leaf, ax) in enumerate(zip(leaves, axes)):
-            if ax is None or not isinstance(leaf, torch.Tensor):
-                continue
-            ndim = leaf.dim()
-            if not -ndim <= ax < ndim:
-                label = _labels(fun, args, kwargs, spec)[i]
-                raise_value(
-                    call,
-                    f"axis {ax} is out of range for {label}, which has {ndim} dimensions "
-                    f"(shape {tuple(leaf.shape)})",
-                    f"an axis in [{-ndim}, {ndim - 1}]" if ndim else "a tensor with a dimension",
-                    str(ax),
-                    f"Map a dimension {label} has, or pass None in in_axes to leave it unmapped.",
-                )
-            if ax < 0:
-                ax += ndim
-            n = leaf.shape[ax]
-            if size is None:
-                size, first = n, leaf
-            elif n != size:
-                mismatch = True
-            flat_in.append(leaf)
-            in_dims.append(ax)
-            positions.append(i)
-        if mismatch or (size is not None and axis_size is not None and size != axis_size):
-            labels = _labels(fun, args, kwargs, spec)
-            got = ", ".join(
-                f"{labels[p]} with size {leaves[p].shape[d]} along axis {d} "
-                f"(shape {tuple(leaves[p].shape)})"
-                for p, d in zip(positions[:8], in_dims[:8])
-            )
-            if axis_size is not None:
-                got = f"axis_size={axis_size}; " + got
-            raise_value(
-                call,
-                "the mapped axes have different sizes",
-                "the same size for every mapped argument",
-                got,
-                "Map axes of one length, or pass None in in_axes for arguments that should not "
-                "be mapped.",
-            )
-        if size is None:
-            if axis_size is None:
-                raise_value(
-                    call,
-                    "nothing is mapped, so the axis size is unknown",
-                    "at least one tensor with a non-None in_axes, or axis_size",
-                    f"in_axes={in_axes!r} with {len(leaves)} argument leaves and no mapped tensor",
-                    "Pass axis_size=n to broadcast the outputs to n members.",
-                )
-            size = axis_size
-        need_token = axis_name is not None or not flat_in or out_has_none
-        if need_token:
-            device = torch.get_default_device() if first is None else first.device
-            flat_in.append(torch.arange(size, device=device))
-            in_dims.append(0)
-
-        # 3. Run torch.func.vmap over the flat tensors, translating torch's bare errors.
-        state = _Call(leaves, spec, positions, size, need_token)
-        key = tuple(in_dims)
-        runner = runners.get(key)
-        if runner is None:
-            if len(runners) >= 64:
-                runners.clear()
-            runner = runners[key] = torch.func.vmap(
-                body,
-                in_dims=(None, *key),  # the per-call state rides along unmapped
-                out_dims=_OUT_DIMS if out_has_none else 0,
-                randomness=randomness,
-                chunk_size=chunk_size,
-            )
-        try:
-            res = runner(state, *flat_in)
-        except RuntimeError as err:
-            better = _translate(call, err)
-            if better is None:
-                raise
-            raise better from err
-
-        # 4. Rebuild the output.
-        if state.plan is None:  # a lone tensor (see body)
-            return res if state.out_axis == 0 else res.movedim(0, state.out_axis)
-        result = list(state.out_leaves)
-        mapped_out: Sequence[torch.Tensor]
-        unmapped_out: Sequence[torch.Tensor]
-        if out_has_none:
-            mapped_out, unmapped_out = res
-        else:
-            mapped_out, unmapped_out = ((res,) if isinstance(res, torch.Tensor) else res), ()
-        it_m, it_u = iter(mapped_out), iter(unmapped_out)
-        for j, ax in state.plan:
-            if ax is None:
-                result[j] = next(it_u)
-            else:
-                t = next(it_m)
-                result[j] = t if ax == 0 else t.movedim(0, ax)
-        assert state.out_spec is not None
-        return optree.tree_unflatten(state.out_spec, result)
-
-    # The function torch.func sees: the call's state (unmapped), then the flat mapped tensors;
-    # it returns a flat tuple of tensors (or a lone tensor), or (mapped, unmapped) tuples when some
-    # out_axes is None. Built once per vmap, so torch.func.vmap's wrapper is built once per in_dims.
-    def body(state: _Call, *flat: torch.Tensor) -> Any:
-        if state.spec is None:  # positional tensors only
-            a: Any = list(state.leaves)
-            for p, t in zip(state.positions, flat):
-                a[p] = t
-            kw: Any = {}
-        elif state.positions:
-            full = list(state.leaves)
-            for p, t in zip(state.positions, flat):
-                full[p] = t
-            a, kw = optree.tree_unflatten(state.spec, full)
-        else:
-            a, kw = optree.tree_unflatten(state.spec, state.leaves)
-        token = flat[len(state.positions)] if state.need_token else None
-        if axis_name is not None:
-            assert token is not None
-            _ENV.stack.append(_Axis(axis_name, state.size, token))
-            try:
-                out = fun(*a, **kw)
-            finally:
-                _ENV.stack.pop()
-        else:
-            out = fun(*a, **kw)
-        if out_axes_is_leaf and out_axes is not None and isinstance(out, torch.Tensor):
-            # Fast path: one tensor out, one int out_axes.
-            ndim = out.dim() + 1
-            if not -ndim <= out_axes < ndim:
-                _out_axis_error(call, out_axes, "out", ndim)
-            state.out_axis = out_axes + ndim if out_axes < 0 else out_axes
-            return out
-        if out_axes == 0 and _plain(out):
-            # Plain dicts/lists/tuples of tensors at axis 0: torch.func unwraps them itself, as it
-            # does for raw torch.func.vmap, and hands back the same structure.
-            return out
-        out_leaves, out_spec = optree.tree_flatten(out, none_is_leaf=True, namespace=NAMESPACE)
-        if out_axes_is_leaf:
-            o_axes: list[Any] = [out_axes] * len(out_leaves)
-        else:
-            try:
-                o_axes = optree.broadcast_prefix(
-                    out_axes, out, none_is_leaf=True, namespace=NAMESPACE
-                )
-            except ValueError:
-                errors = optree.prefix_errors(out_axes, out, none_is_leaf=True, namespace=NAMESPACE)
-                detail = "\n".join(str(e("out_axes")) for e in errors[:3])
-                raise ValueError(
-                    message(
-                        call,
-                        "out_axes is not a pytree prefix of the output",
-                        f"a prefix of the output structure {out_spec}",
-                        f"out_axes={out_axes!r}",
-                        "Give int or None for a whole output, or a container of the same "
-                        "type and keys/length as the output.",
-                    )
-                    + ("\n" + detail if detail else "")
-                ) from None
-        mapped: list[torch.Tensor] = []
-        unmapped: list[torch.Tensor] = []
-        plan: list[tuple[int, int | None]] = []  # (leaf index, out axis) for tensor leaves
-        for j, (leaf, ax) in enumerate(zip(out_leaves, o_axes)):
-            if not isinstance(leaf, torch.Tensor):
-                continue
-            if ax is None:
-                assert token is not None
-                if _is_batched(leaf, token):
-                    label = _out_label(out, j)
-                    raise_value(
-                        call,
-                        f"{label} has out_axes None but varies along the mapped axis",
-                        "an output that is the same for every member",
-                        describe(leaf) + " that depends on the mapped inputs",
-                        "Give it an int out_axes, or reduce it (e.g. with psum) first.",
-                    )
-                unmapped.append(leaf)
-            else:
-                ndim = leaf.dim() + 1
-                if not -ndim <= ax < ndim:
-                    _out_axis_error(call, ax, _out_label(out, j), ndim)
-                mapped.append(leaf)
-                ax = ax + ndim if ax < 0 else ax
-            plan.append((j, ax))
-        state.out_leaves, state.out_spec, state.plan = out_leaves, out_spec, plan
-        if out_has_none:
-            return tuple(mapped), tuple(unmapped)
-        # torch.func unwraps a lone tensor without any pytree work
-        return mapped[0] if len(mapped) == 1 else tuple(mapped)
-
-    runners: dict[tuple[int, ...], Callable[..., Any]] = {}
     return batched
-
-
-def _plain(x: Any, depth: int = 0) -> bool:
-    """A non-empty dict/list/tuple (exact types) nest of tensors that torch's pytree rebuilds."""
-    if isinstance(x, torch.Tensor):
-        return True
-    kind = type(x)
-    if depth > 2 or kind not in (dict, list, tuple) or not x:
-        return False
-    values = x.values() if kind is dict else x
-    return all(_plain(v, depth + 1) for v in values)
-
-
-class _Call:
-    """One call's state, handed to the body through torch.func.vmap as an unmapped argument."""
-
-    __slots__ = (
-        "leaves",
-        "need_token",
-        "out_axis",
-        "out_leaves",
-        "out_spec",
-        "plan",
-        "positions",
-        "size",
-        "spec",
-    )
-
-    def __init__(
-        self,
-        leaves: list[Any],
-        spec: optree.PyTreeSpec | None,
-        positions: list[int],
-        size: int,
-        need_token: bool,
-    ) -> None:
-        self.leaves = leaves
-        self.spec = spec
-        self.positions = positions
-        self.size = size
-        self.need_token = need_token
-        self.out_axis = 0
-        self.out_leaves: list[Any] = []
-        self.out_spec: optree.PyTreeSpec | None = None
-        self.plan: list[tuple[int, int | None]] | None = None
-
-
-def _out_label(out: Any, j: int) -> str:
-    accessors, _, _ = optree.tree_flatten_with_accessor(out, none_is_leaf=True, namespace=NAMESPACE)
-    return accessors[j].codify("out")
-
-
-def _out_axis_error(call: str, ax: int, label: str, ndim: int) -> None:
-    raise_value(
-        call,
-        f"out_axes {ax} is out of range for {label}, which has {ndim - 1} dimensions per member "
-        f"(so {ndim} batched)",
-        f"an axis in [{-ndim}, {ndim - 1}]",
-        str(ax),
-    )

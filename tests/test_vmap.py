@@ -1,4 +1,5 @@
-"""Tests of functorch_utils._vmap: vmap against a Python loop, collectives, derivatives, errors."""
+"""Tests of vmap (_vmap), the named axes (_axes) and the collectives (_collectives): vmap against
+a Python loop, collectives, derivatives, errors."""
 
 from __future__ import annotations
 
@@ -13,16 +14,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import functorch_utils
-from functorch_utils._vmap import (
-    UnboundAxisNameError,
-    all_gather,
-    axis_index,
-    pmax,
-    pmean,
-    pmin,
-    psum,
-    vmap,
-)
+from functorch_utils._axes import UnboundAxisNameError
+from functorch_utils._collectives import all_gather, axis_index, pmax, pmean, pmin, psum
+from functorch_utils._vmap import vmap
 from functorch_utils.testing import assert_trees_allclose
 
 # torch imports its forward-AD decompositions on the first forward-mode call, and that import
