@@ -11,6 +11,8 @@ See ``docs/nn.md`` for a guide.
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -20,6 +22,7 @@ from torch import nn
 
 from ._errors import describe, message, raise_type, raise_value
 from ._grad import grad
+from ._torch_hooks import under_vmap
 from ._vmap import vmap
 from .tree_util import tree_map
 
@@ -39,9 +42,19 @@ from .tree_util import tree_map
 #   updates (BatchNorm running statistics in training mode) are dropped: ``apply`` stays pure.
 # - ``torch.func.functional_call`` silently falls back to the module's own tensor for a missing
 #   key; ``apply`` checks the keys (and shapes) first and raises instead.
-# - Training-mode BatchNorm under vmap is detected with ``torch._C._functorch``'s interpreter
-#   stack (private; see ``_under_vmap``) and refused with a message instead of torch's in-place
+# - Training-mode BatchNorm under vmap is detected with ``_torch_hooks.under_vmap()`` (torch.func
+#   has no public "am I inside vmap?") and refused with a message instead of torch's in-place
 #   error about batched running statistics.
+#
+# NOTE [nn bridge: threads]
+# ``torch.func.functional_call`` swaps the given tensors into the module in place for the length
+# of the call and swaps the module's own back afterwards. Two threads doing that on one module at
+# once see each other's tensors, and the last one out "restores" the other's, leaving the module
+# changed. So every ``apply`` holds a lock for its module (one per module, shared by every
+# ``apply`` built from it; reentrant, so a forward may call ``apply`` again) for the length of the
+# swap. Calls on one module from several threads are therefore pure and correct, and run one at a
+# time; calling the module itself from another thread while ``apply`` runs is not guarded (it may
+# see the swapped-in tensors).
 
 __all__ = [
     "Apply",
@@ -66,15 +79,17 @@ def _training_batchnorm(module: nn.Module) -> str | None:
     return None
 
 
-def _under_vmap() -> bool:
-    # The one private hook of this module: torch.func has no public "am I inside vmap?". If it
-    # goes away, the check is skipped and torch's own in-place error surfaces instead.
-    try:
-        stack = torch._C._functorch.get_interpreter_stack() or []
-        vmap_key = torch._C._functorch.TransformType.Vmap
-    except AttributeError:  # pragma: no cover - depends on the torch version
-        return False
-    return any(i.key() == vmap_key for i in stack)
+_LOCKS: weakref.WeakKeyDictionary[nn.Module, threading.RLock] = weakref.WeakKeyDictionary()
+_LOCKS_LOCK = threading.Lock()
+
+
+def _module_lock(module: nn.Module) -> threading.RLock:
+    """The one lock that guards ``module``'s tensors while ``apply`` swaps them (NOTE above)."""
+    with _LOCKS_LOCK:
+        lock = _LOCKS.get(module)
+        if lock is None:
+            lock = _LOCKS[module] = threading.RLock()
+        return lock
 
 
 def _batchnorm_message(call: str, name: str) -> str:
@@ -95,7 +110,9 @@ class Apply:
 
     Calls the module's ``forward`` with the tensors of ``params`` in place of its parameters (and,
     with ``include_buffers=True``, its buffers), through ``torch.func.functional_call``. The keys
-    of ``params`` are checked first (see ``functionalize``), then their shapes.
+    of ``params`` are checked first (see ``functionalize``), then their shapes. The swap of the
+    module's tensors runs under a per-module lock, so threads sharing the module do not see each
+    other's parameters.
 
     Attributes:
         module: the module whose ``forward`` runs. Its own parameters are never used.
@@ -125,6 +142,7 @@ class Apply:
         self._shapes = {k: v.shape for k, v in defaults.items()}
         self._buffer_names = frozenset(buffers) | buffer_names
         self._call = f"functionalize({type(module).__name__}) apply(params, ...)"
+        self._lock = _module_lock(module)
 
     def __repr__(self) -> str:
         return f"<apply of functionalize({type(self.module).__name__}): {len(self.names)} keys>"
@@ -194,7 +212,7 @@ class Apply:
 
     def __call__(self, params: Any, /, *args: Any, **kwargs: Any) -> Any:
         given = self._check(params)
-        if _under_vmap():
+        if under_vmap():
             bn = _training_batchnorm(self.module)
             if bn is not None:
                 raise ValueError(_batchnorm_message(self._call, bn))
@@ -206,9 +224,10 @@ class Apply:
         for key, value in self.buffers.items():
             if key not in tensors:
                 tensors[key] = value.clone()
-        return torch.func.functional_call(
-            self.module, tensors, args, kwargs, tie_weights=True, strict=False
-        )
+        with self._lock:  # NOTE [nn bridge: threads]
+            return torch.func.functional_call(
+                self.module, tensors, args, kwargs, tie_weights=True, strict=False
+            )
 
 
 def _copies(named: Any) -> dict[str, torch.Tensor]:
@@ -251,6 +270,12 @@ def functionalize(
     in-place updates of running statistics in training mode are dropped rather than leaking out.
     A BatchNorm in training mode under ``vmap`` is refused with a ``ValueError``: call
     ``module.eval()`` first, or use GroupNorm/LayerNorm.
+
+    Threads: ``apply`` may be called from several threads at once. Each call swaps its tensors
+    into the module (as ``torch.func.functional_call`` does) under a lock held per module, so
+    every call sees its own parameters and the module is left as it was; calls on one module run
+    one at a time. Calling the module itself from another thread while ``apply`` runs is not
+    guarded; for parallel evaluation, functionalize one copy of the module per thread.
 
     Args:
         module: the ``torch.nn.Module`` to take apart.
@@ -441,39 +466,64 @@ def stack_modules(
             "a list of modules with one architecture",
             describe(modules),
         )
-    first, apply = functionalize(modules[0], include_buffers=include_buffers)
-    members = [first]
+    first = dict(modules[0].named_parameters())
     for i, m in enumerate(modules[1:], start=1):
-        p, _ = functionalize(m, include_buffers=include_buffers)
-        if list(p) != list(first):
+        _check_member(call, i, m, modules[0], first, include_buffers)
+    # torch.func.stack_module_state refuses members in different training modes with a bare
+    # RuntimeError; the members all run modules[0]'s forward, so say so first.
+    modes = {m.training for m in modules}
+    if len(modes) > 1:
+        raise_value(
+            call,
+            "the modules are in different training modes (some train(), some eval())",
+            "one mode for all members",
+            f"training flags {[m.training for m in modules]}",
+            "Call .train() or .eval() on every member before stacking.",
+        )
+    _, apply = functionalize(modules[0], include_buffers=include_buffers)
+    params, buffers = torch.func.stack_module_state(list(modules))
+    stacked = {k: v.detach() for k, v in params.items()}  # copies, not leaves needing grad
+    if include_buffers:
+        stacked.update({k: v.detach() for k, v in buffers.items()})
+    return stacked, apply
+
+
+def _check_member(
+    call: str,
+    i: int,
+    m: nn.Module,
+    m0: nn.Module,
+    first: dict[str, torch.Tensor],
+    include_buffers: bool,
+) -> None:
+    """``modules[i]`` has ``modules[0]``'s parameter names and shapes (and buffers if held)."""
+    own = dict(m.named_parameters())
+    if list(own) != list(first):
+        raise_value(
+            call,
+            f"modules[{i}] has other parameter names than modules[0]",
+            f"the keys {_name_list(list(first))}",
+            f"the keys {_name_list(list(own))}",
+            "Stack only copies of one architecture.",
+        )
+    for k, t in first.items():
+        if own[k].shape != t.shape:
             raise_value(
                 call,
-                f"modules[{i}] has other parameter names than modules[0]",
-                f"the keys {_name_list(list(first))}",
-                f"the keys {_name_list(list(p))}",
+                f"modules[{i}]'s {k!r} has another shape than modules[0]'s",
+                f"shape {tuple(t.shape)}",
+                describe(own[k].detach()),
                 "Stack only copies of one architecture.",
             )
-        for k in first:
-            if p[k].shape != first[k].shape:
-                raise_value(
-                    call,
-                    f"modules[{i}]'s {k!r} has another shape than modules[0]'s",
-                    f"shape {tuple(first[k].shape)}",
-                    describe(p[k]),
-                    "Stack only copies of one architecture.",
-                )
-        members.append(p)
-        if not include_buffers:
-            for (k, b0), (_, b) in zip(modules[0].named_buffers(), m.named_buffers()):
-                if not torch.equal(b0, b):
-                    raise_value(
-                        call,
-                        f"modules[{i}]'s buffer {k!r} differs from modules[0]'s, so one copy "
-                        "cannot serve all members",
-                        "equal buffers, or include_buffers=True",
-                        "different values",
-                        "Pass stack_modules(modules, include_buffers=True) to stack the "
-                        "buffers too.",
-                    )
-    stacked = {k: torch.stack([p[k] for p in members]) for k in first}
-    return stacked, apply
+    if include_buffers:
+        return
+    for (k, b0), (_, b) in zip(m0.named_buffers(), m.named_buffers()):
+        if not torch.equal(b0, b):
+            raise_value(
+                call,
+                f"modules[{i}]'s buffer {k!r} differs from modules[0]'s, so one copy "
+                "cannot serve all members",
+                "equal buffers, or include_buffers=True",
+                "different values",
+                "Pass stack_modules(modules, include_buffers=True) to stack the buffers too.",
+            )

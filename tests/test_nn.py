@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import threading
+import time
 
 import pytest
 import torch
@@ -412,3 +414,65 @@ def test_stack_modules_errors() -> None:
         match=re.escape("stack_modules(modules): modules[1] has other parameter names"),
     ):
         stack_modules([nn.Linear(2, 2), nn.Linear(2, 2, bias=False)])
+
+
+def test_stack_modules_returns_detached_copies_and_refuses_mixed_modes() -> None:
+    models = [mlp() for _ in range(2)]
+    stacked, _ = stack_modules(models)
+    assert all(not v.requires_grad for v in stacked.values())
+    with torch.no_grad():
+        stacked["0.weight"].add_(1.0)  # a copy: the modules do not change
+    torch.testing.assert_close(models[0][0].weight, stacked["0.weight"][0] - 1.0)
+    models[1].eval()
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "stack_modules(modules): the modules are in different training modes (some train(), "
+            "some eval()); expected one mode for all members, got training flags [True, False]."
+        ),
+    ):
+        stack_modules(models)
+
+
+# ---------------------------------------------------------------------------------------------
+# threads
+
+
+class _SlowScale(nn.Module):
+    """Reads its parameter twice with a pause between: a swap by another thread shows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(3, dtype=torch.float64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.w * x
+        time.sleep(0.002)  # lets the other threads run while the parameters are swapped in
+        return a + self.w
+
+
+def test_apply_is_pure_and_correct_under_threads() -> None:
+    module = _SlowScale()
+    params, apply = functionalize(module)
+    params2, apply2 = functionalize(module)  # a second apply of the same module shares its lock
+    x = torch.arange(3.0, dtype=torch.float64)
+    members = [{"w": params["w"] * (i + 2)} for i in range(6)]
+    wrong: list[int] = []
+
+    def work(i: int) -> None:
+        fn = apply if i % 2 else apply2
+        for _ in range(10):
+            out = fn(members[i], x)
+            want = members[i]["w"] * x + members[i]["w"]
+            if not torch.equal(out, want):
+                wrong.append(i)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert wrong == []
+    assert torch.equal(module.w.detach(), torch.ones(3, dtype=torch.float64))
+    assert module.w.grad is None
+    torch.testing.assert_close(apply(params, x), module(x).detach())
