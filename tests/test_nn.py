@@ -454,7 +454,7 @@ class _SlowScale(nn.Module):
 def test_apply_is_pure_and_correct_under_threads() -> None:
     module = _SlowScale()
     params, apply = functionalize(module)
-    params2, apply2 = functionalize(module)  # a second apply of the same module shares its lock
+    _, apply2 = functionalize(module)  # a second apply of the same module shares its lock
     x = torch.arange(3.0, dtype=torch.float64)
     members = [{"w": params["w"] * (i + 2)} for i in range(6)]
     wrong: list[int] = []

@@ -456,3 +456,25 @@ def test_complex_pairing_follows_jax() -> None:
     check_vjp(f, functools.partial(functorch_utils.vjp, f), (z,))
     with pytest.raises(AssertionError, match=re.escape("VJP (reverse mode) check failed")):
         check_vjp(f, functools.partial(torch.func.vjp, f), (z,))
+
+
+def test_order_2_of_custom_jvp_says_to_use_reverse_mode() -> None:
+    @functorch_utils.custom_jvp
+    def f(x: torch.Tensor) -> torch.Tensor:
+        return torch.sin(x)
+
+    @f.defjvp
+    def f_jvp(primals: Any, tangents: Any) -> Any:
+        return f(primals[0]), torch.cos(primals[0]) * tangents[0]
+
+    x = torch.linspace(-1.0, 1.0, 3, dtype=torch.float64)
+    check_grads(f, (x,), order=2, modes=("rev",))
+    msg = (
+        "check_grads(f, args): order 2: JVP of JVP: forward-over-forward differentiation (jvp of "
+        "jvp) of f failed; expected f to support two nested forward-mode levels, got TypeError: "
+    )
+    fix = "check it at higher orders in reverse mode: check_grads(f, args, order=2, modes=('rev',))"
+    with pytest.raises(TypeError, match=re.escape(msg)) as info:
+        check_grads(f, (x,), order=2)
+    assert fix in str(info.value)
+    assert isinstance(info.value.__cause__, TypeError)
