@@ -2,7 +2,7 @@
 
 Random smooth functions of random pytrees, in float32 and float64. Finite-difference checks go
 through ``functorch_utils.testing.check_grads``; consistency properties use tight tolerances
-(TESTING.md: 16-32 eps * scale).
+(docs/testing.md, "The numbers": 16-32 eps * scale).
 """
 
 from __future__ import annotations
