@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 import optree
 from optree import PyTreeSpec
+from optree.functools import partial as _optree_partial
 
 from ._errors import describe, message, raise_type, raise_value
 from ._pytree import NAMESPACE, flatten, structure_errors
@@ -40,13 +41,19 @@ __all__ = [
     "tree_reduce",
     "tree_all",
     "tree_transpose",
+    "tree_broadcast",
+    "tree_reduce_associative",
     "treedef_children",
+    "treedef_tuple",
+    "flatten_one_level",
+    "Partial",
     "treedef_is_leaf",
     "all_leaves",
     "keystr",
     "register_pytree_node",
     "register_pytree_node_class",
     "register_dataclass",
+    "register_static",
 ]
 
 T = TypeVar("T")
@@ -342,15 +349,154 @@ def all_leaves(iterable: Iterable[Any], /, is_leaf: Callable[[Any], bool] | None
     return optree.all_leaves(iterable, is_leaf=is_leaf, **_KW)
 
 
-def keystr(keys: Sequence[Any], /) -> str:
-    """A key path as the indexing code it stands for.
+def keystr(keys: Sequence[Any], /, *, simple: bool = False, separator: str = "") -> str:
+    """A key path as the indexing code it stands for, or (``simple=True``) its plain keys.
 
     Example:
         >>> from functorch_utils.tree_util import keystr
         >>> keystr(("params", 0, "w"))
         "['params'][0]['w']"
+        >>> keystr(("params", 0, "w"), simple=True, separator="/")
+        'params/0/w'
     """
-    return "".join(f"[{k!r}]" for k in keys)
+    if simple:
+        return separator.join(str(k) for k in keys)
+    return separator.join(f"[{k!r}]" for k in keys)
+
+
+def treedef_tuple(treedefs: Iterable[PyTreeSpec], /) -> PyTreeSpec:
+    """The treedef of a tuple whose elements have the given treedefs.
+
+    Example:
+        >>> from functorch_utils.tree_util import tree_structure, treedef_tuple
+        >>> treedef_tuple([tree_structure(1), tree_structure([1, 2])])
+        PyTreeSpec((*, [*, *]))
+    """
+    return optree.treespec_tuple(list(treedefs), **_KW)
+
+
+def tree_broadcast(
+    prefix_tree: Any, full_tree: Any, /, is_leaf: Callable[[Any], bool] | None = None
+) -> Any:
+    """Copy each leaf of ``prefix_tree`` over the subtree of ``full_tree`` at the same place.
+
+    ``prefix_tree`` must be a prefix of ``full_tree``: otherwise ``ValueError`` with the key path
+    where the structures part.
+
+    Example:
+        >>> from functorch_utils.tree_util import tree_broadcast
+        >>> tree_broadcast((1, 2), (0, {"a": 0, "b": 0}))
+        (1, {'a': 2, 'b': 2})
+    """
+    call = "tree_broadcast(prefix_tree, full_tree)"
+    try:
+        return optree.tree_broadcast_prefix(prefix_tree, full_tree, is_leaf=is_leaf, **_KW)
+    except ValueError as e:
+        raise ValueError(
+            message(
+                call,
+                "prefix_tree is not a prefix of full_tree",
+                f"a prefix of {_structure_text(full_tree)}",
+                _structure_text(prefix_tree),
+                "Where they part:\n" + structure_errors(prefix_tree, full_tree, "prefix_tree"),
+            )
+        ) from e
+
+
+def tree_reduce_associative(
+    operation: Callable[[Any, Any], Any],
+    tree: Any,
+    /,
+    *,
+    identity: Any = _MISSING,
+    is_leaf: Callable[[Any], bool] | None = None,
+) -> Any:
+    """Reduce the leaves with an associative ``operation``, pairwise (a balanced tree of calls).
+
+    The result equals :func:`tree_reduce`'s for an associative operation; the depth of the calls
+    is logarithmic in the number of leaves. An empty tree needs ``identity``.
+
+    Example:
+        >>> from functorch_utils.tree_util import tree_reduce_associative
+        >>> tree_reduce_associative(lambda a, b: a + b, [(1, 2), [(3, 4), (5, 6)]],
+        ...                         is_leaf=lambda x: isinstance(x, tuple))
+        (1, 2, 3, 4, 5, 6)
+    """
+    call = "tree_reduce_associative(operation, tree)"
+    items = _run(call, tree, lambda: optree.tree_leaves(tree, is_leaf=is_leaf, **_KW))
+    if not items:
+        if identity is _MISSING:
+            raise_value(
+                call,
+                "tree has no leaves and no identity was given",
+                "a tree with leaves, or identity=",
+                describe(tree),
+            )
+        return identity
+    while len(items) > 1:
+        pairs = [operation(a, b) for a, b in zip(items[::2], items[1::2])]
+        items = pairs + items[len(pairs) * 2 :]
+    return items[0]
+
+
+def flatten_one_level(tree: Any, /) -> tuple[list[Any], Any]:
+    """The children of the root node of ``tree`` and its metadata (``aux_data``).
+
+    A leaf is a ``ValueError``: it has no node to open.
+
+    Example:
+        >>> from functorch_utils.tree_util import flatten_one_level
+        >>> flatten_one_level({"b": [1, 2], "a": 3})
+        ([3, [1, 2]], ['a', 'b'])
+    """
+    try:
+        children, meta, _, _ = optree.tree_flatten_one_level(tree, **_KW)
+    except ValueError as e:
+        raise ValueError(
+            message(
+                "flatten_one_level(tree)",
+                "can't tree-flatten type: tree is a leaf",
+                "a pytree node (a container or a registered type)",
+                describe(tree),
+            )
+        ) from e
+    return list(children), meta
+
+
+class Partial(_optree_partial):
+    """``functools.partial`` as a pytree: the bound arguments are children, ``func`` is static.
+
+    A ``Partial`` can be passed to and returned from transforms; the tensors it binds are
+    differentiated and mapped like any other leaves. As JAX's, it does not merge with a
+    ``functools.partial`` it wraps.
+
+    Example:
+        >>> import torch
+        >>> from functorch_utils import grad
+        >>> from functorch_utils.tree_util import Partial, tree_leaves
+        >>> scale = Partial(torch.mul, torch.tensor(3.0))
+        >>> tree_leaves(scale)
+        [tensor(3.)]
+        >>> grad(lambda p: p(torch.tensor(2.0)))(scale).args
+        (tensor(2.),)
+    """
+
+
+def register_static(cls: type[T], /) -> type[T]:
+    """Register a class whose instances are static: no children, the whole value is metadata.
+
+    Instances must be hashable; trees that hold equal instances have equal treedefs.
+
+    Example:
+        >>> from functorch_utils.tree_util import register_static, tree_flatten
+        >>> @register_static
+        ... class Mode(str):
+        ...     pass
+        >>> tree_flatten([Mode("train"), 1])
+        ([1], PyTreeSpec([CustomTreeNode(Mode[...], []), *], namespace='functorch_utils'))
+    """
+    register_pytree_node(cls, lambda x: ((), x), lambda aux, _: aux)
+    return cls
 
 
 def register_pytree_node(
@@ -488,3 +634,15 @@ def register_dataclass(
         namespace=NAMESPACE,
     )
     return nodetype
+
+
+def _partial_flatten(p: Any) -> tuple[tuple[Any, Any], Any]:
+    return (p.args, p.keywords), p.func
+
+
+def _partial_unflatten(func: Any, children: Any) -> Any:
+    args, keywords = children
+    return Partial(func, *args, **keywords)
+
+
+register_pytree_node(Partial, _partial_flatten, _partial_unflatten)
