@@ -528,9 +528,22 @@ def register_pytree_node(
             "a type",
             describe(nodetype),
         )
+    call = f"register_pytree_node({nodetype.__name__}, flatten_func, unflatten_func)"
+
+    def checked_flatten(x: Any) -> Any:
+        out = flatten_func(x)
+        if not (isinstance(out, tuple) and len(out) == 2 and isinstance(out[0], Iterable)):
+            raise_value(
+                call,
+                "flatten_func must return a (children, aux_data) tuple with iterable children",
+                "e.g. ((x.a, x.b), None)",
+                describe(out),
+            )
+        return out
+
     optree.register_pytree_node(
         nodetype,  # type: ignore[arg-type]
-        flatten_func,  # type: ignore[arg-type]
+        checked_flatten,
         unflatten_func,  # type: ignore[arg-type]
         namespace=NAMESPACE,
     )
@@ -598,7 +611,7 @@ def register_dataclass(
         meta = tuple(f.name for f in fields if f.metadata.get("static", False))
         data = tuple(f.name for f in fields if not f.metadata.get("static", False))
     elif data_fields is None or meta_fields is None:
-        raise_value(
+        raise_type(
             "register_dataclass(nodetype, data_fields, meta_fields)",
             "data_fields and meta_fields must be given together",
             "both sequences of field names, or neither",
@@ -616,6 +629,23 @@ def register_dataclass(
                     "every init field named once",
                     f"data_fields={list(data)!r}, meta_fields={list(meta)!r}",
                     "Add them to one of the lists, or to drop_fields.",
+                )
+            call = "register_dataclass(nodetype, data_fields, meta_fields)"
+            unexpected = (set(data) | set(meta)) - {f.name for f in dataclasses.fields(nodetype)}
+            if unexpected:
+                raise_value(
+                    call,
+                    f"fields {sorted(unexpected)} are not fields of {nodetype.__name__}",
+                    "names of the dataclass's fields",
+                    f"data_fields={list(data)!r}, meta_fields={list(meta)!r}",
+                )
+            overlap = set(data) & set(meta)
+            if overlap:
+                raise_value(
+                    call,
+                    f"fields {sorted(overlap)} are in both data_fields and meta_fields",
+                    "each field in one list",
+                    f"data_fields={list(data)!r}, meta_fields={list(meta)!r}",
                 )
 
     def flatten(x: Any) -> tuple[list[Any], tuple[Any, ...], tuple[str, ...]]:

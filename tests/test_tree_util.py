@@ -39,7 +39,7 @@ def test_register_dataclass_explicit_fields_and_errors():
     tu.register_dataclass(C, data_fields=["a"], meta_fields=["k"])
     g = fu.grad(lambda c: (c.a * c.k).sum())(C(torch.ones(2), 3))
     assert g.k == 3 and torch.equal(g.a, torch.full((2,), 3.0))
-    with pytest.raises(ValueError, match=re.escape("must be given together")):
+    with pytest.raises(TypeError, match=re.escape("must be given together")):
         tu.register_dataclass(C, data_fields=["a"])
 
     @dataclasses.dataclass
