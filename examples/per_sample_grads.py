@@ -13,6 +13,7 @@ Exits non-zero if a check fails.
 
 from __future__ import annotations
 
+import statistics
 import sys
 import time
 
@@ -39,17 +40,26 @@ class SmallCNN(nn.Module):
         return self.fc(x.flatten(1))
 
 
+def median_time(fn, warmup: int = 2, repeats: int = 5):
+    """(the last result, the median wall time of ``repeats`` calls after ``warmup`` calls)."""
+    for _ in range(warmup):  # the first calls pay one-off setup
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return out, statistics.median(times)
+
+
 def main() -> int:
     model = SmallCNN().double()  # float64 so the comparison below can be tight
     batch = 32
     images = torch.randn(batch, 1, 16, 16, dtype=torch.float64)
     labels = torch.randint(0, 10, (batch,))
 
-    # 1. one call (timed after two warm-up calls: the first calls pay one-off setup)
-    for _ in range(3):
-        t0 = time.perf_counter()
-        grads = per_sample_grads(model, F.cross_entropy, images, labels)
-        t_vmap = time.perf_counter() - t0
+    # 1. one call (the median of 5 calls after 2 warm-up calls)
+    grads, t_vmap = median_time(lambda: per_sample_grads(model, F.cross_entropy, images, labels))
     for name, g in grads.items():
         print(f"  {name:14s} per-sample gradient shape {tuple(g.shape)}")
 
@@ -62,21 +72,24 @@ def main() -> int:
     by_hand = fu.vmap(fu.grad(loss_one), in_axes=(None, 0, 0))(params, images, labels)
 
     # 3. the reference: one autograd.grad per example
-    t0 = time.perf_counter()
     names = [n for n, _ in model.named_parameters()]
-    loop = {n: [] for n in names}
-    for i in range(batch):
-        loss = F.cross_entropy(model(images[i : i + 1]), labels[i : i + 1])
-        for n, g in zip(names, torch.autograd.grad(loss, list(model.parameters()))):
-            loop[n].append(g)
-    reference = {n: torch.stack(gs) for n, gs in loop.items()}
-    t_loop = time.perf_counter() - t0
+
+    def loop_of_grads():
+        loop = {n: [] for n in names}
+        for i in range(batch):
+            loss = F.cross_entropy(model(images[i : i + 1]), labels[i : i + 1])
+            for n, g in zip(names, torch.autograd.grad(loss, list(model.parameters()))):
+                loop[n].append(g)
+        return {n: torch.stack(gs) for n, gs in loop.items()}
+
+    reference, t_loop = median_time(loop_of_grads)
 
     worst = max((grads[n] - reference[n]).abs().max().item() for n in names)
     worst_hand = max((by_hand[n] - reference[n]).abs().max().item() for n in names)
     untouched = all(p.grad is None for p in model.parameters())
     print(
-        f"per_sample_grads: {t_vmap * 1e3:.1f} ms; loop of {batch} autograd.grad: {t_loop * 1e3:.1f} ms"
+        f"per_sample_grads: {t_vmap * 1e3:.1f} ms; loop of {batch} autograd.grad: "
+        f"{t_loop * 1e3:.1f} ms (medians of 5 calls after 2 warm-up calls)"
     )
     print(
         f"max |per_sample_grads - loop| = {worst:.2e}; max |vmap(grad) - loop| = {worst_hand:.2e}"
