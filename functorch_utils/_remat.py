@@ -1,17 +1,43 @@
-"""``stop_gradient`` and ``checkpoint`` (alias ``remat``): gradient control and memory."""
+"""``stop_gradient`` and ``checkpoint`` (alias ``remat``): gradient control and memory.
+
+# NOTE [how checkpoint recomputes]
+# ``checkpoint`` must give exactly the values and derivatives of the function it wraps, under every
+# transform, including derivatives through tensors the function closes over (JAX differentiates
+# those too). An ``autograd.Function`` sees only its explicit inputs, so it cannot be that vehicle.
+# Two paths, chosen per call:
+#
+# * Recorded on the autograd tape (no torch.func transform active, grad mode on, not traced by
+#   torch.compile): ``torch.utils.checkpoint`` without reentrancy. Its saved-tensor hooks drop what
+#   the forward pass saves and recompute it in the backward pass, whatever the tensors came from, so
+#   closed-over tensors, higher orders, forward-mode duals and our own tape-based transforms inside
+#   the block are all differentiated as without checkpoint. Only the inputs are kept.
+# * Anything else (inside ``vmap``/``jvp``/``jacfwd``/``hessian`` or a nested transform, which run
+#   on torch.func; grad mode off; compile tracing): the function runs as is. torch.func refuses
+#   saved-tensor hooks, and no other mechanism sees closed-over tensors, so the answer stays right
+#   and only the memory saving is lost. Also when the block itself enters a torch.func reverse
+#   transform (its ``grad``/``vjp`` refuse the hooks): the block is rerun as is, RNG restored.
+#
+# Recomputation reads the tensors the block reads from outside (closed-over buffers, parameters)
+# again at backward time. torch checks the explicit inputs' version counters, not those; so the
+# tape path records, through a TorchFunctionMode, every tensor the block reads that it did not
+# create, with its version when first read, and refuses to recompute if one has been modified in
+# place since (by the block itself, or by the caller between the forward and backward passes):
+# the recomputation would silently see other values.
+"""
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
-import torch.func
+import torch.utils.checkpoint
+from torch.overrides import TorchFunctionMode
 
-from . import _pytree
-from ._custom import _bind, _Flat, _refuse_nested_forward
-from ._errors import check_callable, fun_name
+from . import _pytree, _torch_hooks
+from ._errors import check_callable, fun_name, message
 
 __all__ = ["checkpoint", "remat", "stop_gradient"]
 
@@ -23,8 +49,9 @@ __all__ = ["checkpoint", "remat", "stop_gradient"]
 def stop_gradient(tree: Any, /) -> Any:
     """The same values with a zero derivative, in both modes and at every order (JAX's).
 
-    Unlike ``torch.no_grad()`` inside a function (which forward mode ignores; pytorch/pytorch#128600),
-    every leaf is detached from every active transform.
+    Every tensor leaf is detached from every active transform (unlike ``torch.no_grad()`` inside
+    a function, which forward mode ignores; pytorch/pytorch#128600); under ``vmap`` the result
+    stays batched. Non-tensor leaves (numbers, strings, ``None``) pass through unchanged.
 
     Example:
         >>> import torch
@@ -32,67 +59,35 @@ def stop_gradient(tree: Any, /) -> Any:
         >>> f = lambda x: stop_gradient(x) * x
         >>> grad(f)(torch.tensor(3.0)), jvp(f, (torch.tensor(3.0),), (torch.tensor(1.0),))[1]
         (tensor(3.), tensor(3.))
+        >>> stop_gradient({"w": torch.tensor(1.0), "name": "layer"})
+        {'name': 'layer', 'w': tensor(1.)}
     """
-    leaves, spec = _pytree.flatten(tree)
-    return _pytree.unflatten(
-        spec, [x.detach() if isinstance(x, torch.Tensor) else x for x in leaves]
-    )
+    tensors, part = _pytree.partition(tree, _pytree.is_tensor)
+    return part.combine([x.detach() for x in tensors])
 
 
 # ---------------------------------------------------------------------------------------------
 # checkpoint
 
 
-class _CkptMeta:
-    """Not a pytree (torch's vmap rule would copy a tuple or list and lose the output spec)."""
-
-    __slots__ = ("fun", "rebuild", "spec")
-
-    def __init__(self, fun: Callable[..., Any], rebuild: Callable[..., tuple[Any, ...]]) -> None:
-        self.fun, self.rebuild = fun, rebuild
-        self.spec: Any = None
-
-    def flat(self, *p: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        leaves, self.spec = _pytree.flatten(self.fun(*self.rebuild(p)))
-        return tuple(leaves)
-
-
-class _CheckpointFunction(torch.autograd.Function):
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(meta: _CkptMeta, *tensors: torch.Tensor) -> Any:
-        return meta.flat(*tensors)
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
-        ctx.meta = inputs[0]
-        # Only the inputs are kept: the forward pass is recomputed in the backward pass.
-        ctx.save_for_backward(*inputs[1:])
-        ctx.save_for_forward(*inputs[1:])
-
-    @staticmethod
-    def jvp(ctx: Any, *tangents: Any) -> Any:
-        _refuse_nested_forward(f"checkpoint({fun_name(ctx.meta.fun)})")
-        primals = ctx.saved_tensors
-        tans = tuple(torch.zeros_like(p) if t is None else t for p, t in zip(primals, tangents[1:]))
-        return torch.func.jvp(ctx.meta.flat, primals, tans)[1]
-
-    @staticmethod
-    def backward(ctx: Any, *cts: torch.Tensor) -> Any:
-        primals = ctx.saved_tensors
-        res = torch.func.vjp(ctx.meta.flat, *primals)
-        outs, pull = res[0], res[1]
-        cts_full = tuple(torch.zeros_like(o) if c is None else c for o, c in zip(outs, cts))
-        return (None, *pull(cts_full))
-
-
 def checkpoint(fun: Callable[..., Any]) -> Callable[..., Any]:
     """Recompute ``fun``'s forward pass in the backward pass instead of storing it (``jax.checkpoint``).
 
-    Same values and derivatives as ``fun``; only the inputs are saved for the backward pass. Works
-    inside ``grad``, ``vmap``, ``jacrev``, ``jacfwd`` and ``hessian`` (``torch.utils.checkpoint``
-    does not work inside torch.func transforms). Alias: ``remat``.
+    Same values and derivatives as ``fun`` under every transform and at every order, including
+    derivatives through tensors ``fun`` closes over; arguments and outputs may be any pytrees,
+    with non-tensor leaves. Alias: ``remat``.
+
+    Memory: when the call is recorded on the autograd tape (top-level ``grad``,
+    ``value_and_grad``, ``vjp``, ``jacrev`` on the CPU, an outer ``.backward()``), only the inputs
+    are kept and the rest is recomputed, with the same random numbers. Inside ``vmap``, ``jvp``,
+    ``jacfwd``, ``hessian`` or a nested transform (torch.func, which refuses the saved-tensor hooks
+    this needs), and under ``torch.no_grad()``, ``fun`` runs as is: the same answer, without the
+    memory saving.
+
+    Recomputation reads again the tensors ``fun`` reads from outside; if one of them was modified
+    in place since the forward pass (a buffer ``fun`` updates, such as BatchNorm's running
+    statistics, or a tensor the caller changed before the backward pass), the backward pass raises
+    ``ValueError`` instead of recomputing with other values.
 
     Example:
         >>> import torch
@@ -100,18 +95,152 @@ def checkpoint(fun: Callable[..., Any]) -> Callable[..., Any]:
         >>> block = checkpoint(lambda x: torch.sin(x) * x)
         >>> grad(lambda x: block(x).sum())(torch.tensor([0.0, 1.0]))
         tensor([0.0000, 1.3818])
+        >>> y = torch.tensor(2.0)
+        >>> grad(lambda y: checkpoint(lambda x: x * y)(torch.sin(y)))(y)  # y is closed over
+        tensor(0.0770)
     """
     check_callable("checkpoint", fun)
 
     @functools.wraps(fun)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
-        args = _bind(fun, args, kwargs)
-        flat = _Flat(args, range(len(args)))
-        meta = _CkptMeta(fun, lambda tensors: flat.rebuild(args, tensors))
-        new = _CheckpointFunction.apply(meta, *flat.tensors)
-        return _pytree.unflatten(meta.spec, list(new))
+        if not _on_tape():
+            return fun(*args, **kwargs)
+        return _recompute_on_tape(fun, args, kwargs)
 
     return wrapped
 
 
 remat = checkpoint
+
+
+def _on_tape() -> bool:
+    """Whether this call is recorded on the autograd tape (NOTE [how checkpoint recomputes])."""
+    return (
+        torch.is_grad_enabled()
+        and not _torch_hooks.is_compiling()
+        and _torch_hooks.current_level() is None
+    )
+
+
+def _recompute_on_tape(fun: Callable[..., Any], args: tuple, kwargs: dict[str, Any]) -> Any:
+    names = tuple(kwargs)
+    n = len(args)
+
+    def run(*flat: Any) -> Any:
+        # Keyword arguments travel positionally, so that torch checks their version counters too
+        # and no name of the user's can clash with torch.utils.checkpoint's own keywords.
+        return fun(*flat[:n], **dict(zip(names, flat[n:])))
+
+    flat = (*args, *kwargs.values())
+    rng = _RngState(flat)
+    reads = _OutsideReads(f"checkpoint({fun_name(fun)})")
+    try:
+        return torch.utils.checkpoint.checkpoint(
+            run, *flat, use_reentrant=False, context_fn=reads.contexts
+        )
+    except RuntimeError as e:
+        if not _torch_hooks.is_saved_tensors_hooks_disabled_error(e):
+            raise
+    # The block enters a torch.func reverse transform, which refuses saved-tensor hooks: run it as
+    # is, with the random state it first saw.
+    rng.restore()
+    return fun(*args, **kwargs)
+
+
+class _RngState:
+    """The CPU and accelerator random states at the start of a call, to run it again."""
+
+    __slots__ = ("cpu", "devices", "states")
+
+    def __init__(self, args: tuple[Any, ...]) -> None:
+        self.cpu = torch.get_rng_state()
+        tensors = [x for x in _pytree.flatten(args)[0] if isinstance(x, torch.Tensor)]
+        self.devices, self.states = torch.utils.checkpoint.get_device_states(*tensors)
+
+    def restore(self) -> None:
+        torch.set_rng_state(self.cpu)
+        torch.utils.checkpoint.set_device_states(self.devices, self.states)
+
+
+class _OutsideReads(TorchFunctionMode):
+    """Records the tensors a block reads but did not create, each with its version when first read.
+
+    Used as the forward context of ``torch.utils.checkpoint``; the recompute context checks that
+    none of them changed (NOTE [how checkpoint recomputes]). Only weak references are kept, so the
+    block's intermediate tensors are freed as without the record.
+    """
+
+    def __init__(self, call: str) -> None:
+        super().__init__()
+        self.call = call
+        self.made: dict[int, weakref.ref[torch.Tensor]] = {}
+        self.read: dict[int, tuple[weakref.ref[torch.Tensor], int]] = {}
+
+    def contexts(self) -> tuple[Any, Any]:
+        return self, _CheckBeforeRecompute(self)
+
+    def __torch_function__(
+        self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None
+    ) -> Any:
+        kwargs = kwargs or {}
+        for x in _tensors_in((*args, *kwargs.values())):
+            self._note_read(x)
+        out = func(*args, **kwargs)
+        for x in _tensors_in(out if isinstance(out, (tuple, list)) else (out,)):
+            key = id(x)
+            if key not in self.read and key not in self.made:
+                self.made[key] = weakref.ref(x, lambda _, k=key, d=self.made: d.pop(k, None))
+        return out
+
+    def _note_read(self, x: torch.Tensor) -> None:
+        key = id(x)
+        if key in self.made or key in self.read:
+            return
+        try:
+            version = x._version
+        except RuntimeError:  # a functorch wrapper made by a transform inside the block
+            return
+        self.read[key] = (weakref.ref(x), version)
+
+    def check(self) -> None:
+        """Raise if a tensor the block read from outside has been modified in place since."""
+        for ref, version in self.read.values():
+            x = ref()
+            if x is not None and x._version != version:
+                raise ValueError(
+                    message(
+                        f"{self.call} backward pass",
+                        "a tensor the block reads from outside was modified in place after the "
+                        "block first read it, so recomputing the block would use other values",
+                        f"its version {version}",
+                        f"version {x._version} ({tuple(x.shape)}, {x.dtype})",
+                        "Do not modify tensors the checkpointed block reads (return an updated "
+                        "copy instead), or call the block without checkpoint.",
+                    )
+                )
+
+
+class _CheckBeforeRecompute:
+    """The recompute context of ``torch.utils.checkpoint``: entered once per recomputation."""
+
+    __slots__ = ("reads",)
+
+    def __init__(self, reads: _OutsideReads) -> None:
+        self.reads = reads
+
+    def __enter__(self) -> None:
+        self.reads.check()
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _tensors_in(items: Any) -> Iterator[torch.Tensor]:
+    """The tensors among ``items`` and inside its lists and tuples (torch ops nest one level)."""
+    for x in items:
+        if isinstance(x, torch.Tensor):
+            yield x
+        elif isinstance(x, (tuple, list)):
+            for y in x:
+                if isinstance(y, torch.Tensor):
+                    yield y

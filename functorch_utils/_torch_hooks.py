@@ -22,6 +22,7 @@ __all__ = [
     "run_backward",
     "is_compiling",
     "is_legacy_function_error",
+    "is_saved_tensors_hooks_disabled_error",
     "vmap_error_kind",
 ]
 
@@ -127,6 +128,12 @@ def is_legacy_function_error(err: BaseException) -> bool:
     """torch.func's refusal of an ``autograd.Function`` without ``setup_context``."""
     text = str(err)
     return isinstance(err, RuntimeError) and "setup_context" in text and "autograd.Function" in text
+
+
+def is_saved_tensors_hooks_disabled_error(err: BaseException) -> bool:
+    """torch.func's ``grad``/``vjp`` refusing to run while saved-tensor hooks are active."""
+    text = str(err)
+    return isinstance(err, RuntimeError) and "support saved tensor hooks" in text
 
 
 # torch.func.vmap reports a user's mistake inside the batched function as a bare RuntimeError;
