@@ -84,7 +84,7 @@ def ravel_pytree(pytree: Any, /) -> tuple[torch.Tensor, Callable[[torch.Tensor],
                 f"Cast it first: unravel(vec.to({dtype})).",
             )
         pieces = torch.split(vec, sizes)
-        return unflatten(spec, [p.reshape(s).to(d) for p, s, d in zip(pieces, shapes, dtypes)])
+        return unflatten(spec, [_cast(p.reshape(s), d) for p, s, d in zip(pieces, shapes, dtypes)])
 
     return flat, unravel
 
@@ -98,3 +98,11 @@ def _check_vec(vec: Any, total: int) -> None:
             describe(vec),
             "Pass a vector of the same size as the one ravel_pytree returned.",
         )
+
+
+def _cast(piece: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    # A real leaf raveled into a complex vector comes back as the real part (as JAX), without
+    # torch's warning about discarding the imaginary part.
+    if piece.is_complex() and not dtype.is_complex:
+        piece = piece.real
+    return piece.to(dtype)
