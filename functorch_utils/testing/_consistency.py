@@ -31,6 +31,7 @@ from functorch_utils._pytree import (
 from functorch_utils.flatten_util import ravel_pytree
 
 from ._numerics import eps_of, highest_matmul_precision
+from ._problem import check_args_tuple, is_float_tensor
 from ._report import DerivativeCheckError, failure
 
 __all__ = ["PROPERTIES", "check_consistency", "check_vmap"]
@@ -49,21 +50,8 @@ _SCALAR_ONLY = ("hessian_symmetric", "hessian_jacrev_jacrev", "hvp")
 _FACTOR = 32.0  # docs/testing.md, "The numbers": consistency tolerances
 
 
-def _is_float_tensor(x: Any) -> bool:
-    return isinstance(x, Tensor) and is_float_like(x)
-
-
 def _relative(r: float, scale: float) -> dict[str, float]:
     return {f"relative (rtol {r:.3g} * scale {scale:.3g})": r * scale}
-
-
-def _check_args(call: str, args: Any) -> tuple[Any, ...]:
-    if not isinstance(args, (tuple, list)):
-        raise TypeError(
-            f"{call}: args must be a tuple of positional arguments; expected a tuple, got "
-            f"{type(args).__name__}. Wrap a single argument: (x,)."
-        )
-    return tuple(args)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -197,7 +185,7 @@ def check_vmap(
         functorch_utils.testing.DerivativeCheckError: check_vmap(counted, args): vmap vs loop check failed at out...
     """
     call = f"check_vmap({fun_name(f)}, args)"
-    args = _check_args(call, args)
+    args = check_args_tuple(call, args)
     axes = _in_axes_leaves(call, in_axes, args)
     size = _batch_size(args, axes, call)
     with highest_matmul_precision():
@@ -220,7 +208,7 @@ class _Flat:
     """``f`` as a function of one vector ``z`` (all floating input leaves) to one vector."""
 
     def __init__(self, call: str, f: Callable[..., Any], args: tuple[Any, ...]) -> None:
-        xs, self.part = partition(args, _is_float_tensor)
+        xs, self.part = partition(args, is_float_tensor)
         if not xs:
             raise ValueError(
                 f"{call}: args has no floating-point tensor leaves; expected at least one, got "
@@ -236,7 +224,7 @@ class _Flat:
 
     def __call__(self, z: Tensor) -> Tensor:
         out = self.f(*self.part.combine(self.unravel(z)))
-        outs, part = partition(out, _is_float_tensor)
+        outs, part = partition(out, is_float_tensor)
         names = leaf_names(out, "out")
         self.out_names = [names[k] for k in part.picked]
         self.out_sizes = [o.numel() for o in outs]
@@ -440,7 +428,7 @@ def check_consistency(
         functorch_utils.testing.DerivativeCheckError: check_consistency(prod, args): hessian_symmetric check failed...
     """
     call = f"check_consistency({fun_name(f)}, args)"
-    args = _check_args(call, args)
+    args = check_args_tuple(call, args)
     if isinstance(properties, str):
         properties = (properties,)
     bad = [p for p in (properties or ()) if p not in PROPERTIES]

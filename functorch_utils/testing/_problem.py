@@ -19,6 +19,7 @@ import optree
 import torch
 
 import functorch_utils
+from functorch_utils._errors import raise_type, raise_value
 from functorch_utils._pytree import (
     NAMESPACE,
     Partition,
@@ -40,6 +41,8 @@ __all__ = [
     "OutSelector",
     "Problem",
     "args_flat_up_to",
+    "check_args_tuple",
+    "is_float_tensor",
     "flat_problem",
     "fwd_problem",
     "options",
@@ -125,28 +128,35 @@ def _as_leaf(x: Any) -> Any:
     return x
 
 
-def _check_args_type(call: str, fun: Any, args: Any) -> None:
-    if not callable(fun):
-        raise TypeError(
-            f"{call}: f is not callable; expected a function, got {type(fun).__name__}. "
-            "Pass the function itself, not the result of calling it."
-        )
+def check_args_tuple(call: str, args: Any) -> tuple[Any, ...]:
+    """``args`` as a tuple; anything but a tuple or list of positional arguments is refused."""
     if not isinstance(args, (tuple, list)):
         got = (
             f"a tensor of shape {tuple(args.shape)}"
             if isinstance(args, Tensor)
             else type(args).__name__
         )
-        raise TypeError(
-            f"{call}: args must be a tuple of positional arguments; expected a tuple, got {got}. "
-            "Wrap a single argument: (x,)."
+        raise_type(
+            call,
+            "args must be a tuple of positional arguments",
+            "a tuple",
+            got,
+            "Wrap a single argument: (x,).",
         )
+    return tuple(args)
 
 
 def prepare_args(call: str, fun: Any, args: Any, reference: str = "central") -> Args:
     """Validates ``fun`` and ``args`` and picks the floating leaves of ``args``."""
-    _check_args_type(call, fun, args)
-    args = tuple(args)
+    if not callable(fun):
+        raise_type(
+            call,
+            "f is not callable",
+            "a function",
+            type(fun).__name__,
+            "Pass the function itself, not the result of calling it.",
+        )
+    args = check_args_tuple(call, args)
     leaves = optree.tree_map(_as_leaf, args, none_is_leaf=False, namespace=NAMESPACE)
     xs, part = partition(leaves, is_float_like)
     all_names = leaf_names(args, "args")
@@ -185,7 +195,8 @@ def args_flat_up_to(a: Args, cts: Any, call: str, label: str) -> tuple[Any, ...]
 # Outputs
 
 
-def _is_float_tensor(x: Any) -> bool:
+def is_float_tensor(x: Any) -> bool:
+    """A floating or complex tensor (Python numbers in outputs are not differentiated)."""
     return isinstance(x, Tensor) and is_float_like(x)
 
 
@@ -207,7 +218,7 @@ class OutSelector:
         return self.part.combine([self.part.leaves[k] for k in self.part.picked])
 
     def select(self, out: Any) -> tuple[Tensor, ...]:
-        picked, part = partition(out, _is_float_tensor)
+        picked, part = partition(out, is_float_tensor)
         if self.part is None:
             self.part, self.zeros = part, _zeros_part(part)
             names = leaf_names(out, "out")
@@ -310,14 +321,11 @@ def _is_number(x: Any) -> bool:
 
 def _check_number(call: str, name: str, val: Any) -> None:
     if val is not None and (isinstance(val, bool) or not isinstance(val, (int, float))):
-        raise TypeError(
-            f"{call}: {name} must be a number; expected a float or None, got "
-            f"{type(val).__name__} {val!r}."
+        raise_type(
+            call, f"{name} must be a number", "a float or None", f"{type(val).__name__} {val!r}"
         )
     if val is not None and not (val >= 0 and math.isfinite(val)):
-        raise ValueError(
-            f"{call}: {name} must be finite and non-negative; expected a float >= 0, got {val!r}."
-        )
+        raise_value(call, f"{name} must be finite and non-negative", "a float >= 0", repr(val))
 
 
 def options(
@@ -336,15 +344,13 @@ def options(
     if _is_number(eps):  # otherwise a per-leaf eps, validated by resolve_eps
         _check_number(call, "eps", eps)
     if eps == 0:
-        raise ValueError(f"{call}: eps must be positive; expected a float > 0, got {eps!r}.")
+        raise_value(call, "eps must be positive", "a float > 0", repr(eps))
     if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"{call}: seed must be an int; expected an int, got {seed!r}.")
+        raise_type(call, "seed must be an int", "an int", repr(seed))
     if reference not in REFERENCES:
-        raise ValueError(
-            f"{call}: unknown reference; expected one of {REFERENCES}, got {reference!r}."
-        )
+        raise_value(call, "unknown reference", f"one of {REFERENCES}", repr(reference))
     if on_kink not in ("raise", "reject"):
-        raise ValueError(f"{call}: unknown on_kink; expected 'raise' or 'reject', got {on_kink!r}.")
+        raise_value(call, "unknown on_kink", "'raise' or 'reject'", repr(on_kink))
     glob = float(eps) if _is_number(eps) and eps is not None else None
     return Options(call, atol, rtol, glob, seed, err_msg, reference)
 

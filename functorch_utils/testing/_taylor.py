@@ -23,9 +23,10 @@ import torch
 
 import functorch_utils
 from functorch_utils._errors import fun_name
-from functorch_utils._pytree import is_float_like, leaf_names, partition
+from functorch_utils._pytree import leaf_names, partition
 
-from ._numerics import EPS64, eps_of, highest_matmul_precision, norm, ref_dtype
+from ._numerics import EPS64, eps_of, highest_matmul_precision, norm, ref_dtype, vec
+from ._problem import is_float_tensor
 from ._report import DerivativeCheckError
 
 __all__ = ["TaylorResult", "taylor_test"]
@@ -72,18 +73,6 @@ class TaylorResult:
 TaylorResult.__module__ = "functorch_utils.testing"
 
 
-def _is_float_tensor(x: Any) -> bool:
-    return isinstance(x, Tensor) and is_float_like(x)
-
-
-def _flat_vec(outs: Sequence[Tensor]) -> Tensor:
-    """Output leaves as one float64 (complex128) vector; an empty vector for no leaves."""
-    if not outs:
-        return torch.zeros(0, dtype=torch.float64)
-    dt = torch.complex128 if any(t.is_complex() for t in outs) else torch.float64
-    return torch.cat([t.detach().reshape(-1).to(dt) for t in outs])
-
-
 @dataclass
 class _Problem:
     """``f`` as a function of the floating tensor leaves of ``x``, along the direction ``vs``."""
@@ -100,7 +89,7 @@ class _Problem:
 def _flat(
     call: str, f: Callable[[Any], Any], x: Any
 ) -> tuple[_Flat, tuple[Tensor, ...], list[str]]:
-    picked, part = partition(x, _is_float_tensor)
+    picked, part = partition(x, is_float_tensor)
     if not picked:
         raise ValueError(
             f"{call}: x has no floating-point tensor leaves; expected at least one, got none."
@@ -108,14 +97,14 @@ def _flat(
     names = leaf_names(x, "x")
 
     def g(*zs: Tensor) -> tuple[Tensor, ...]:
-        outs, _ = partition(f(part.combine(list(zs))), _is_float_tensor)
+        outs, _ = partition(f(part.combine(list(zs))), is_float_tensor)
         return tuple(outs)
 
     return g, tuple(t.detach() for t in picked), [names[k] for k in part.picked]
 
 
 def _given_direction(x: Any, v: Any, xs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-    _, part = partition(x, _is_float_tensor)
+    _, part = partition(x, is_float_tensor)
     leaves = [v] if part.spec is None else part.spec.flatten_up_to(v)
     return tuple(torch.as_tensor(leaves[k]).to(t.dtype) for k, t in zip(part.picked, xs))
 
@@ -179,7 +168,7 @@ def _derivative_terms(p: _Problem, xs: tuple[Tensor, ...], vs: tuple[Tensor, ...
     terms, h = [], p.g
     for _ in range(p.order):
         h = _directional(h, vs, p.use_rev)
-        t = _flat_vec(h(*xs)).reshape(-1)
+        t = vec(h(*xs)).reshape(-1)
         terms.append(t.sum().reshape(1) if p.use_rev else t)
     return terms
 
@@ -194,7 +183,7 @@ def _float64_point(
         outs = p.g(*xs64)
     except Exception:  # not dtype-polymorphic
         return None
-    base = _flat_vec(outs)
+    base = vec(outs)
     wide = (torch.float64, torch.complex128)
     if base.shape != f0.shape or not all(o.dtype in wide for o in outs):
         return None
@@ -228,7 +217,7 @@ def _remainders(g: _Flat, xs: tuple[Tensor, ...], vs: tuple[Tensor, ...], f0: Te
     f_norm = norm(f0)
     residuals, floors = [], []
     for h in hs:
-        fh = _flat_vec(g(*(a + h * w for a, w in zip(xs, vs))))
+        fh = vec(g(*(a + h * w for a, w in zip(xs, vs))))
         approx, size = f0.clone(), 0.0
         for j, (t, e) in enumerate(zip(terms, errs), start=1):
             c = h**j / math.factorial(j)
@@ -275,7 +264,7 @@ def _run(
     p.vs = _random_direction(p.xs, seed) if v is None else _given_direction(x, v, p.xs)
     if v is None and p.use_rev and p.order == 1:
         p.vs = _along_gradient(p)
-    f0 = _flat_vec(f0_d)
+    f0 = vec(f0_d)
     terms = _derivative_terms(p, p.xs, p.vs)
     point64 = _float64_point(p, f0)
     errs = _term_errors(p, terms, point64)
