@@ -144,6 +144,18 @@ def test_cyclic_argument_to_a_transform_is_a_value_error():
         fu.grad(lambda t: t[0])(_cyclic_list())
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: vmap flattens its arguments with optree directly, so a cyclic argument is a "
+    "RecursionError, not the ValueError of tree_flatten",
+)
+def test_cyclic_argument_to_vmap_is_a_value_error():
+    a = [torch.ones(3)]
+    a.append(a)
+    with pytest.raises(ValueError, match=re.escape("the pytree is cyclic")):
+        fu.vmap(lambda t: t[0])(a)
+
+
 def test_cyclic_tree_in_ravel_pytree():
     with pytest.raises(
         ValueError,

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 import functorch_utils as fu
 from functorch_utils import grad, hessian, jacfwd, jacrev, jvp, vjp, vmap
+from functorch_utils.testing import check_grads
 
 from ..helpers import tree_allclose
 
@@ -893,7 +894,7 @@ def test_comm_assoc_collective(collective, vmap_names, collective_names):
     pos_axis = [i for i, name in enumerate(vmap_names) if name in collective_names]
     close(f(x), x - bulk(x, pos_axis))
     if collective == "psum":
-        fu.testing.check_grads(f, (x,), order=2, modes=("rev",))
+        check_grads(f, (x,), order=2, modes=("rev",))
 
 
 def test_negative_axes():
