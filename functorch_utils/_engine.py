@@ -1,31 +1,9 @@
-"""The one place that chooses between the two engines for a call, and the shared input handling.
+"""The engine: the one reverse-mode core every reverse path uses, and the inputs it works on.
 
-# NOTE [two engines]
-# torch.func is the composable engine: its transforms keep levels, so ``grad(grad(f))`` and
-# ``vmap(grad(f))`` are correct. It pays for that: ``torch.func.grad`` always builds a
-# double-backward graph (1.6-2.5x the peak memory of a plain backward) and costs ~79 us per call on
-# a tiny function. The autograd tape (``torch.autograd.grad``) is cheaper, needs no graph it will not
-# use, and is the only engine that runs legacy ``torch.autograd.Function``s (no ``setup_context``).
-#
-# So: when no functorch transform is active and we are not being traced by torch.compile, reverse
-# mode runs on the tape; otherwise it runs on torch.func. Nested calls of our own transforms at top
-# level stay on the tape (each inner call sees inputs that require grad and keeps its graph), which
-# is plain higher-order autograd. Forward mode always uses torch.func.jvp.
-#
-# Detecting "a functorch transform is active" uses ``torch._C._functorch.maybe_current_level()``,
-# a private hook (there is no public one); tests/test_engine.py pins its behaviour.
-
-# NOTE [outer autograd]
-# Results stay connected to classic autograd outside the transform: if an argument requires grad,
-# or the function's graph reaches a tensor that requires grad (a captured parameter), the tape
-# path keeps the graph of the backward pass (create_graph=True) so an outer ``.backward()`` or
-# ``torch.autograd.grad`` flows through the gradient. Otherwise the graph is freed at once.
-
-# NOTE [complex conventions]
-# torch's reverse mode computes ``ct -> conj(J)^T ct`` for holomorphic maps (grad of |z|^2 is 2z);
-# JAX's vjp is the plain transpose of the (R-linear) JVP. The two agree up to conjugation:
-# ``vjp_jax(ct) = conj(vjp_torch(conj(ct)))``. Every reverse-mode result on complex leaves goes
-# through that identity; forward mode needs nothing.
+``reverse`` evaluates a flat function (tensors in, a tuple of tensors and an aux tree out) and
+returns a :class:`Reverse` whose ``pull``/``pull_batched`` map cotangents back to the inputs.
+``grad``, ``value_and_grad``, ``vjp``, ``jacrev``, ``hessian`` and ``hvp`` all go through it;
+``use_tape`` is the one place that chooses the engine for a call.
 """
 
 from __future__ import annotations
@@ -37,6 +15,7 @@ import torch
 import torch.func
 
 from . import _pytree
+from . import _torch_hooks as hooks
 from ._errors import describe, raise_type
 
 __all__ = [
@@ -44,94 +23,99 @@ __all__ = [
     "prepare_inputs",
     "use_tape",
     "nested_forward_mode",
-    "needs_outer_graph",
-    "tape_leaf",
+    "Reverse",
+    "reverse",
     "func_call",
     "conj_if_complex",
     "detach_tree",
     "split_aux",
+    "materialize",
+    "forward_primals",
+    "check_tensor_output",
     "LEGACY_FUNCTION_HINT",
     "LegacyFunctionError",
 ]
 
-_maybe_current_level = torch._C._functorch.maybe_current_level
-_is_compiling = torch.compiler.is_compiling
+FlatFn = Callable[..., tuple[tuple[torch.Tensor, ...], Any]]
+
+
+# NOTE [two engines]
+# torch.func is the composable engine: its transforms keep levels, so ``grad(grad(f))`` and
+# ``vmap(grad(f))`` are correct. It pays for that: ``torch.func`` always builds a double-backward
+# graph (1.6-2.5x the peak memory of a plain backward) and costs ~79 us per call on a tiny
+# function. The autograd tape (``torch.autograd.grad``) is cheaper, needs no graph it will not
+# use, and is the only engine that runs legacy ``torch.autograd.Function``s (no
+# ``setup_context``).
+#
+# So reverse mode runs on the tape when no functorch transform is active, torch.compile is not
+# tracing and inference mode is off; otherwise on torch.func. Nested calls of our own transforms
+# at top level stay on the tape (each inner call sees inputs that require grad and keeps its
+# graph), which is plain higher-order autograd. Forward mode always uses torch.func.jvp.
+#
+# NOTE [grad mode]
+# The ambient grad mode never changes an answer. The tape records only with grad mode on, so the
+# tape leaves are made and the function runs under ``torch.enable_grad()`` whatever the caller's
+# mode (``no_grad``, ``set_grad_enabled(False)``, or autograd running a custom rule's backward,
+# which turns grad mode off). The caller's mode decides only whether the result stays connected
+# to outer autograd (NOTE [outer autograd]): under ``no_grad`` it never does. Inference mode
+# cannot record a tape at all, and torch.func handles it (inference tensors included), so under
+# ``inference_mode`` reverse mode runs on torch.func. A tensor created under inference mode and
+# used outside is cloned into a tape leaf; if the function closes over one (autograd refuses to
+# save it), the call is re-run on torch.func, which accepts it.
+def use_tape() -> bool:
+    """True when reverse mode runs on the autograd tape (NOTE [two engines], [grad mode])."""
+    return (
+        not hooks.is_compiling()  # first: the level query cannot be traced
+        and hooks.current_level() is None
+        and not torch.is_inference_mode_enabled()
+    )
 
 
 def nested_forward_mode() -> bool:
-    """Whether two or more forward-mode (jvp) levels are active.
-
-    torch drops the outer tangent through an ``autograd.Function``'s ``jvp`` staticmethod under
-    nested forward mode (forward-over-forward gives zeros), so custom rules refuse it rather than
-    return a wrong answer. Uses the private ``retrieve_all_functorch_interpreters``; pinned in
-    tests/test_engine.py.
-    """
-    try:
-        from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
-    except ImportError:  # pragma: no cover
-        return False
-    jvp = torch._C._functorch.TransformType.Jvp
-    return sum(1 for i in retrieve_all_functorch_interpreters() if i.key() == jvp) >= 2
-
-
-def use_tape() -> bool:
-    """True when reverse mode can run on the autograd tape (see NOTE [two engines])."""
-    return not _is_compiling() and _maybe_current_level() is None
+    """Whether two or more forward-mode (jvp) levels are active."""
+    return hooks.forward_levels() >= 2
 
 
 # ---------------------------------------------------------------------------------------------
-# Inputs: flatten the differentiated arguments once, classify their leaves, rebuild per call.
+# Inputs: the differentiated arguments of one call, flattened once.
 
 
 class Inputs:
-    """The differentiated arguments of one call, flattened.
+    """The differentiated arguments of one call: their float leaves are the ``primals``.
 
-    ``primals`` are the differentiable leaves (floating/complex tensors; Python floats and complex
-    numbers become 0-d tensors). Integer leaves (with ``allow_int``) stay as constants and get a
-    ``None`` derivative.
+    Python floats and complex numbers become 0-d tensors. Integer leaves (with ``allow_int``)
+    stay as given and get a ``None`` derivative. A position named twice in ``argnums`` is
+    differentiated once and its derivative returned in both places.
     """
 
-    __slots__ = ("argnums", "args", "leaves", "primals", "slots", "specs")
+    __slots__ = ("argnums", "args", "parts", "positions", "primals", "spans")
 
-    def __init__(
-        self,
-        args: tuple[Any, ...],
-        argnums: tuple[int, ...],
-        specs: list[Any],
-        leaves: list[list[Any]],
-        slots: list[list[int]],
-        primals: list[torch.Tensor],
-    ) -> None:
+    def __init__(self, args: tuple[Any, ...], argnums: tuple[int, ...]) -> None:
         self.args = args
         self.argnums = argnums
-        self.specs = specs  # treespec per argnum (None when the argument is a bare tensor)
-        self.leaves = leaves  # leaves per argnum, as given
-        self.slots = slots  # per argnum, per leaf: index into primals, or -1 (not differentiated)
-        self.primals = primals
+        self.positions: list[int] = list(dict.fromkeys(argnums))  # unique, first-seen order
+        self.parts: list[_pytree.Partition] = []
+        self.spans: dict[int, tuple[int, int]] = {}
+        self.primals: list[torch.Tensor] = []
 
     def rebuild(self, primals: Sequence[Any]) -> tuple[Any, ...]:
         """The positional arguments with the differentiated leaves replaced by ``primals``."""
         args = list(self.args)
-        for k, spec, leaves, slots in zip(self.argnums, self.specs, self.leaves, self.slots):
-            if spec is None:
-                if slots[0] >= 0:  # a bare integer argument (slot -1) stays as given
-                    args[k] = primals[slots[0]]
-            else:
-                new = [leaf if s < 0 else primals[s] for leaf, s in zip(leaves, slots)]
-                args[k] = _pytree.unflatten(spec, new)
+        for k, part in zip(self.positions, self.parts):
+            lo, hi = self.spans[k]
+            args[k] = part.combine(primals[lo:hi])
         return tuple(args)
 
     def unflatten(self, flat: Sequence[Any], single: bool) -> Any:
-        """Per-primal values (e.g. gradients) back into the structure of the argnums.
+        """Per-primal values (e.g. gradients) in the structure of the requested argnums.
 
         Leaves that were not differentiated get ``None``. ``single``: argnums was an int.
         """
+        parts = dict(zip(self.positions, self.parts))
         out = []
-        for spec, slots in zip(self.specs, self.slots):
-            if spec is None:
-                out.append(flat[slots[0]] if slots[0] >= 0 else None)
-            else:
-                out.append(_pytree.unflatten(spec, [None if s < 0 else flat[s] for s in slots]))
+        for k in self.argnums:
+            lo, hi = self.spans[k]
+            out.append(parts[k].fill(flat[lo:hi], None))
         return out[0] if single else tuple(out)
 
 
@@ -147,53 +131,48 @@ def prepare_inputs(
     holomorphic: bool,
     complex_ok: bool = True,
 ) -> Inputs:
-    specs: list[Any] = []
-    all_leaves: list[list[Any]] = []
-    all_slots: list[list[int]] = []
-    primals: list[torch.Tensor] = []
-    for k in argnums:
+    inputs = Inputs(args, argnums)
+    for k in inputs.positions:
         arg = args[k]
-        if type(arg) is torch.Tensor or isinstance(arg, torch.Tensor):
-            leaves: list[Any] = [arg]
-            spec = None
-        else:
-            leaves, spec = _pytree.flatten(arg)
-        slots = []
-        for i, leaf in enumerate(leaves):
-            if isinstance(leaf, torch.Tensor):
-                if leaf.is_floating_point() or leaf.is_complex():
-                    if holomorphic and not leaf.is_complex():
-                        _holomorphic_input_error(call, k, arg, i, leaf)
-                    if not complex_ok and not holomorphic and leaf.is_complex():
-                        _complex_input_error(call, k, arg, i, leaf)
-                    slots.append(len(primals))
-                    primals.append(leaf)
-                    continue
-                if allow_int:
-                    slots.append(-1)
-                    continue
-                _int_input_error(call, k, arg, i, leaf)
-            elif isinstance(leaf, (float, complex)) and not isinstance(leaf, bool):
-                if holomorphic and not isinstance(leaf, complex):
-                    _holomorphic_input_error(call, k, arg, i, leaf)
-                if not complex_ok and not holomorphic and isinstance(leaf, complex):
-                    _complex_input_error(call, k, arg, i, leaf)
-                slots.append(len(primals))
-                if isinstance(leaf, complex):
-                    primals.append(torch.tensor(leaf, dtype=_default_complex_dtype()))
-                else:
-                    primals.append(torch.tensor(leaf, dtype=torch.get_default_dtype()))
-            elif isinstance(leaf, int):  # includes bool
-                if allow_int:
-                    slots.append(-1)
-                    continue
-                _int_input_error(call, k, arg, i, leaf)
-            else:
-                _non_tensor_input_error(call, k, arg, i, leaf)
-        specs.append(spec)
-        all_leaves.append(leaves)
-        all_slots.append(slots)
-    return Inputs(args, argnums, specs, all_leaves, all_slots, primals)
+        floats, part = _pytree.partition(arg, _pytree.is_float_like)
+        picked = set(part.picked)
+        for i, leaf in enumerate(part.leaves):
+            if i not in picked:
+                _check_constant_leaf(call, k, arg, i, leaf, allow_int)
+        lo = len(inputs.primals)
+        for i, leaf in zip(part.picked, floats):
+            inputs.primals.append(_as_primal(call, k, arg, i, leaf, holomorphic, complex_ok))
+        inputs.parts.append(part)
+        inputs.spans[k] = (lo, len(inputs.primals))
+    return inputs
+
+
+def _as_primal(
+    call: str, k: int, arg: Any, i: int, leaf: Any, holomorphic: bool, complex_ok: bool
+) -> torch.Tensor:
+    is_complex = leaf.is_complex() if isinstance(leaf, torch.Tensor) else isinstance(leaf, complex)
+    if holomorphic and not is_complex:
+        _holomorphic_input_error(call, k, arg, i, leaf)
+    if not complex_ok and not holomorphic and is_complex:
+        _complex_input_error(call, k, arg, i, leaf)
+    if isinstance(leaf, torch.Tensor):
+        if leaf.layout != torch.strided or leaf.is_nested:
+            _layout_error(call, k, arg, i, leaf)
+        return leaf
+    if isinstance(leaf, complex):
+        return torch.tensor(leaf, dtype=_default_complex_dtype())
+    return torch.tensor(leaf, dtype=torch.get_default_dtype())
+
+
+def _check_constant_leaf(call: str, k: int, arg: Any, i: int, leaf: Any, allow_int: bool) -> None:
+    """A leaf that is not differentiated: integers with ``allow_int``; anything else is refused."""
+    is_int = isinstance(leaf, int) or (
+        isinstance(leaf, torch.Tensor) and not (leaf.is_floating_point() or leaf.is_complex())
+    )
+    if not is_int:
+        _non_tensor_input_error(call, k, arg, i, leaf)
+    if not allow_int:
+        _int_input_error(call, k, arg, i, leaf)
 
 
 def _default_complex_dtype() -> torch.dtype:
@@ -251,40 +230,171 @@ def _non_tensor_input_error(call: str, argnum: int, arg: Any, index: int, leaf: 
     )
 
 
+def _layout_error(call: str, argnum: int, arg: Any, index: int, leaf: torch.Tensor) -> None:
+    kind = "nested" if leaf.is_nested else f"{leaf.layout}"
+    raise_type(
+        call,
+        f"differentiated input {_leaf_name(argnum, arg, index)} is a {kind} tensor, which the "
+        "transforms do not support",
+        "a dense (strided) tensor",
+        f"a {kind} tensor of dtype {leaf.dtype}",
+        "Convert it with .to_dense() (sparse) or .to_padded_tensor(0.0) (nested) first.",
+    )
+
+
 # ---------------------------------------------------------------------------------------------
-# Tape helpers
+# The reverse-mode core
 
 
-def tape_leaf(x: torch.Tensor) -> torch.Tensor:
+class Reverse:
+    """``fn`` evaluated at the primals, ready to pull cotangents back to them.
+
+    ``outs``: the outputs (connected to outer autograd only where NOTE [outer autograd] says);
+    ``aux``: the aux tree. ``pull(cts)`` returns one derivative per primal (zeros where the outputs
+    do not reach it), in JAX's complex convention (NOTE [complex conventions]). ``pull_batched``
+    pulls back a batch of cotangents stacked on a new leading axis.
+    """
+
+    __slots__ = ("_graph_outs", "_leaves", "_outer", "_vjp", "aux", "outs")
+
+    def __init__(self, outs: tuple[torch.Tensor, ...], aux: Any) -> None:
+        self.outs = outs
+        self.aux = aux
+        self._graph_outs: tuple[torch.Tensor, ...] = ()
+        self._leaves: list[torch.Tensor] = []
+        self._outer = False
+        self._vjp: Callable[..., Any] | None = None
+
+    def pull(self, cts: Sequence[torch.Tensor], *, keep: bool = True) -> tuple[torch.Tensor, ...]:
+        """``J^T ct`` per primal. ``keep=False`` frees the tape graph (a single pull)."""
+        cts = [conj_if_complex(c) for c in cts]
+        if self._vjp is not None:
+            grads = self._vjp(tuple(cts))
+        else:
+            grads = self._tape_pull(cts, keep=keep, batched=False)
+        return tuple(materialize(conj_if_complex(g)) for g in grads)
+
+    def pull_batched(self, cts: Sequence[torch.Tensor], call: str) -> tuple[torch.Tensor, ...]:
+        """``pull`` of cotangents stacked on axis 0: one ``J^T ct`` per row."""
+        cts = [conj_if_complex(c) for c in cts]
+        if self._vjp is not None:
+            vjp = self._vjp
+            grads = func_call(call, torch.func.vmap(lambda *c: vjp(c)), *cts)
+        else:
+            grads = self._tape_pull(cts, keep=True, batched=True)
+        return tuple(materialize(conj_if_complex(g)) for g in grads)
+
+    def _tape_pull(
+        self, cts: Sequence[torch.Tensor], *, keep: bool, batched: bool
+    ) -> tuple[torch.Tensor, ...]:
+        leaves = self._leaves
+        pairs = [(o, c) for o, c in zip(self._graph_outs, cts) if o.requires_grad]
+        lead = (cts[0].shape[0],) if batched and cts else ()
+        if not pairs:
+            return tuple(x.new_zeros(lead + x.shape) for x in leaves)
+        outs, live = zip(*pairs)
+        create = self._outer or (torch.is_grad_enabled() and any(c.requires_grad for c in cts))
+        grads: tuple[torch.Tensor | None, ...]
+        if batched:
+            grads = torch.autograd.grad(
+                outs, leaves, live, retain_graph=True, create_graph=create,
+                allow_unused=True, is_grads_batched=True,
+            )  # fmt: skip
+        else:
+            grads = hooks.run_backward(
+                outs, live, leaves, create_graph=create, retain_graph=keep or create
+            )
+        return tuple(x.new_zeros(lead + x.shape) if g is None else g for g, x in zip(grads, leaves))
+
+
+def reverse(
+    call: str,
+    fn: FlatFn,
+    primals: Sequence[torch.Tensor],
+    *,
+    has_aux: bool,
+    tape: bool | None = None,
+) -> Reverse:
+    """Evaluate ``fn(*primals) -> (outs, aux)`` for reverse mode on the engine ``use_tape`` picks.
+
+    ``tape=False`` forces torch.func (a caller that measured it faster), falling back to the tape
+    for legacy ``autograd.Function``s where the tape may run.
+    """
+    can_tape = use_tape()
+    if can_tape and tape is not False:
+        try:
+            return _tape_forward(fn, primals, has_aux)
+        except RuntimeError as e:
+            if not hooks.is_inference_tensor_save_error(e):
+                raise
+            # NOTE [grad mode]: a closed-over inference tensor; torch.func accepts it.
+    try:
+        return _func_forward(call, fn, primals, has_aux)
+    except LegacyFunctionError:
+        if not can_tape:
+            raise
+        return _tape_forward(fn, primals, has_aux)
+
+
+def _tape_forward(fn: FlatFn, primals: Sequence[torch.Tensor], has_aux: bool) -> Reverse:
+    with torch.enable_grad():  # NOTE [grad mode]
+        leaves = [_tape_leaf(p) for p in primals]
+        outs, aux = fn(*leaves)
+    outer = bool(leaves) and _needs_outer_graph(primals, outs, leaves)
+    if outer:
+        rev = Reverse(outs, aux)
+    else:
+        rev = Reverse(tuple(o.detach() for o in outs), detach_tree(aux) if has_aux else aux)
+    rev._graph_outs = outs
+    rev._leaves = leaves
+    rev._outer = outer
+    return rev
+
+
+def _func_forward(call: str, fn: FlatFn, primals: Sequence[torch.Tensor], has_aux: bool) -> Reverse:
+    if not primals:
+        outs, aux = fn()
+        rev = Reverse(outs, aux)
+        rev._vjp = lambda cts: ()
+        return rev
+    if has_aux:
+        stash = _pytree.Stash()
+
+        def with_aux(*p: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], Any]:
+            outs, aux = fn(*p)
+            return outs, stash.put(aux)
+
+        outs, vjp, aux_t = func_call(call, torch.func.vjp, with_aux, *primals, has_aux=True)
+        rev = Reverse(outs, stash.get(aux_t))
+    else:
+        outs, vjp = func_call(call, torch.func.vjp, lambda *p: fn(*p)[0], *primals)
+        rev = Reverse(outs, None)
+    rev._vjp = vjp
+    return rev
+
+
+def _tape_leaf(x: torch.Tensor) -> torch.Tensor:
     """A fresh tape leaf for ``x``; stays connected to outer autograd if ``x`` requires grad."""
     if x.requires_grad:
         return x.view_as(x)
+    if x.is_inference():  # NOTE [grad mode]: an inference tensor cannot become a tape leaf
+        return x.clone().requires_grad_()
     return x.detach().requires_grad_()
 
 
-def needs_outer_graph(
-    primals: Sequence[torch.Tensor],
-    args: tuple[Any, ...],
-    argnums: tuple[int, ...],
-    kwargs: dict[str, Any],
-    outs: Sequence[torch.Tensor],
-    ours: Sequence[torch.Tensor],
+# NOTE [outer autograd]
+# Results stay connected to classic autograd outside the transform: if grad mode is on and an
+# argument, or a tensor the function's graph reaches (a captured parameter), requires grad, the
+# tape keeps the graph of the backward pass (create_graph=True) so an outer ``.backward()`` or
+# ``torch.autograd.grad`` flows through the gradient. Otherwise the graph is freed at once and
+# the outputs are detached.
+def _needs_outer_graph(
+    primals: Sequence[torch.Tensor], outs: Sequence[torch.Tensor], ours: Sequence[torch.Tensor]
 ) -> bool:
-    """Whether the backward pass must keep its graph for classic autograd outside.
-
-    See NOTE [outer autograd]: true when grad mode is on and an argument, or a tensor the
-    function's graph reaches (a captured parameter), requires grad.
-    """
     if not torch.is_grad_enabled():
         return False
-    for p in primals:
-        if p.requires_grad:
-            return True
-    if len(argnums) != len(args) or kwargs:
-        rest = [a for i, a in enumerate(args) if i not in argnums]
-        for t in _pytree.flatten((rest, kwargs))[0]:
-            if isinstance(t, torch.Tensor) and t.requires_grad:
-                return True
+    if any(p.requires_grad for p in primals):
+        return True
     own = {id(x) for x in ours}
     seen = set()
     stack = [t.grad_fn for t in outs if t.grad_fn is not None]
@@ -303,42 +413,6 @@ def needs_outer_graph(
     return False
 
 
-# NOTE [direct engine call]
-# ``torch.autograd.grad``'s Python wrapper costs ~15 us per call (argument normalisation, grad
-# seeding), a third of the cost of a tiny gradient. The tape path calls the function it wraps,
-# ``torch.autograd.graph._engine_run_backward`` (private), with everything already normalised, and
-# falls back to ``torch.autograd.grad`` where it is missing. tests/test_engine.py pins both.
-_run_backward: Callable[..., tuple[torch.Tensor | None, ...]] | None
-try:
-    from torch.autograd.graph import _engine_run_backward as _run_backward
-except ImportError:  # pragma: no cover - older or newer torch
-    _run_backward = None
-
-
-def tape_grad(
-    outs: Sequence[torch.Tensor],
-    cts: Sequence[torch.Tensor],
-    leaves: Sequence[torch.Tensor],
-    *,
-    create_graph: bool,
-    retain_graph: bool,
-) -> tuple[torch.Tensor, ...]:
-    """``torch.autograd.grad`` on the tape, with zeros for leaves the outputs do not reach."""
-    pairs = [(o, c) for o, c in zip(outs, cts) if o.requires_grad]
-    if not pairs:
-        return tuple(torch.zeros_like(x) for x in leaves)
-    o, c = zip(*pairs)
-    if _run_backward is not None:
-        grads = _run_backward(
-            o, c, retain_graph or create_graph, create_graph, tuple(leaves), True, False
-        )
-    else:  # pragma: no cover
-        grads = torch.autograd.grad(
-            o, leaves, c, retain_graph=retain_graph, create_graph=create_graph, allow_unused=True
-        )
-    return tuple(torch.zeros_like(x) if g is None else g for g, x in zip(grads, leaves))
-
-
 # ---------------------------------------------------------------------------------------------
 # torch.func calls: turn its refusal of legacy autograd.Functions into a clear TypeError.
 
@@ -355,19 +429,43 @@ class LegacyFunctionError(TypeError):
     """torch.func refused a legacy ``autograd.Function`` (see LEGACY_FUNCTION_HINT)."""
 
 
-def func_call(call: str, fn: Callable[..., Any], *args: Any) -> Any:
+def func_call(call: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     try:
-        return fn(*args)
+        return fn(*args, **kwargs)
     except RuntimeError as e:
-        if "setup_context" in str(e) and "autograd.Function" in str(e):
+        if hooks.is_legacy_function_error(e):
             raise LegacyFunctionError(f"{call}: " + LEGACY_FUNCTION_HINT.format(where=call)) from e
         raise
 
 
+# NOTE [complex conventions]
+# torch's reverse mode computes ``ct -> conj(J)^T ct`` for holomorphic maps (grad of |z|^2 is 2z);
+# JAX's vjp is the plain transpose of the (R-linear) JVP. The two agree up to conjugation:
+# ``vjp_jax(ct) = conj(vjp_torch(conj(ct)))``. ``Reverse.pull`` applies that identity, so every
+# reverse-mode result is in JAX's convention; forward mode needs nothing.
 def conj_if_complex(x: Any) -> Any:
     if isinstance(x, torch.Tensor) and x.is_complex():
         return x.conj().resolve_conj()
     return x
+
+
+def forward_primals(primals: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """Primals torch's forward mode accepts: an expanded (stride-0) tensor is made dense.
+
+    torch refuses to attach a tangent to a tensor whose elements share memory; JAX has no
+    layouts, so the values are the same.
+    """
+    return tuple(
+        p.contiguous() if any(st == 0 and n > 1 for st, n in zip(p.stride(), p.shape)) else p
+        for p in primals
+    )
+
+
+def materialize(x: torch.Tensor) -> torch.Tensor:
+    """A plain tensor for torch's internal ZeroTensor (which ``.numpy()`` and others refuse)."""
+    if hooks.is_compiling():  # traced code has no ZeroTensor to fix (and cannot ask)
+        return x
+    return torch.zeros_like(x) if hooks.is_zero_tensor(x) else x
 
 
 def check_tensor_output(call: str, leaves: Sequence[Any], what: str, root: str, tree: Any) -> list:
@@ -392,19 +490,17 @@ def check_tensor_output(call: str, leaves: Sequence[Any], what: str, root: str, 
 
 def detach_tree(tree: Any) -> Any:
     """The tree with its tensor leaves detached (aux and values that carry no derivative)."""
-    leaves, spec = _pytree.flatten(tree)
-    if not any(isinstance(x, torch.Tensor) for x in leaves):
+    tensors, part = _pytree.partition(tree, _pytree.is_tensor)
+    if not tensors:
         return tree
-    return _pytree.unflatten(
-        spec, [x.detach() if isinstance(x, torch.Tensor) else x for x in leaves]
-    )
+    return part.combine([x.detach() for x in tensors])
 
 
 def split_aux(call: str, res: Any, has_aux: bool) -> tuple[Any, Any]:
-    """``(output, aux)`` of a result under ``has_aux``, checked to be a pair."""
+    """``(output, aux)`` of a result under ``has_aux``: a pair, as a tuple or a list (JAX)."""
     if not has_aux:
         return res, None
-    if not (isinstance(res, tuple) and len(res) == 2):
+    if not (isinstance(res, (tuple, list)) and len(res) == 2):
         raise_type(
             call,
             "with has_aux=True the function must return a pair (output, aux)",
@@ -412,4 +508,4 @@ def split_aux(call: str, res: Any, has_aux: bool) -> tuple[Any, Any]:
             describe(res),
             "Return (output, aux), or drop has_aux=True.",
         )
-    return res
+    return res[0], res[1]

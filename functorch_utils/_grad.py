@@ -7,9 +7,8 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.func
 
-from . import _engine, _pytree
+from . import _engine
 from ._argnums import check_argnums, resolve_argnums
 from ._errors import check_bool, check_callable, describe, fun_name, raise_type
 
@@ -109,19 +108,17 @@ def _make(
             call, args, idx, allow_int=allow_int, holomorphic=holomorphic
         )
 
-        def flat(*primals: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        def flat(*primals: torch.Tensor) -> tuple[tuple[torch.Tensor], Any]:
             res = fun(*inputs.rebuild(primals), **kwargs)
             out, aux = _engine.split_aux(call, res, has_aux)
-            return _check_scalar(call, out, holomorphic), aux
+            return (_check_scalar(call, out, holomorphic),), aux
 
-        if _engine.use_tape():
-            value, grads, aux = _tape(flat, inputs, args, idx, kwargs, has_aux)
-        else:
-            value, grads, aux = _func(call, flat, inputs.primals, has_aux, holomorphic)
-        grads = inputs.unflatten([_engine.conj_if_complex(g) for g in grads], single)
+        rev = _engine.reverse(call, flat, inputs.primals, has_aux=has_aux)
+        (value,) = rev.outs
+        grads = inputs.unflatten(rev.pull((torch.ones_like(value),), keep=False), single)
         if with_value:
-            return ((value, aux), grads) if has_aux else (value, grads)
-        return (grads, aux) if has_aux else grads
+            return ((value, rev.aux), grads) if has_aux else (value, grads)
+        return (grads, rev.aux) if has_aux else grads
 
     return transformed
 
@@ -174,89 +171,3 @@ def _check_scalar(call: str, out: Any, holomorphic: bool) -> torch.Tensor:
             "Compute the output in a floating dtype.",
         )
     return out
-
-
-def _tape(
-    flat: Callable[..., tuple[torch.Tensor, Any]],
-    inputs: _engine.Inputs,
-    args: tuple[Any, ...],
-    idx: tuple[int, ...],
-    kwargs: dict[str, Any],
-    has_aux: bool,
-) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], Any]:
-    leaves = [_engine.tape_leaf(p) for p in inputs.primals]
-    with torch.enable_grad():
-        out, aux = flat(*leaves)
-    if not leaves:
-        return out.detach(), (), aux
-    outer = _engine.needs_outer_graph(inputs.primals, args, idx, kwargs, (out,), leaves)
-    grads = _engine.tape_grad(
-        (out,), (torch.ones_like(out),), leaves, create_graph=outer, retain_graph=False
-    )
-    if not outer:
-        out = out.detach()
-        if has_aux:
-            aux = _engine.detach_tree(aux)
-    return out, grads, aux
-
-
-def _func(
-    call: str,
-    flat: Callable[..., tuple[torch.Tensor, Any]],
-    primals: list[torch.Tensor],
-    has_aux: bool,
-    holomorphic: bool,
-) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], Any]:
-    if not primals:
-        out, aux = flat()
-        return out, (), aux
-    box: list[Any] = []
-
-    def tensor_aux(*p: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-        # torch.func only passes tensors through aux; the rest travels beside it.
-        out, aux = flat(*p)
-        if not has_aux:
-            return out, ()
-        leaves, spec = _pytree.flatten(aux)
-        box.append((leaves, spec))
-        return out, tuple(x for x in leaves if isinstance(x, torch.Tensor))
-
-    if holomorphic:  # complex output: torch.func.grad only seeds real scalars
-        value, vjp_fn, aux_t = _engine.func_call(
-            call, lambda *p: torch.func.vjp(tensor_aux, *p, has_aux=True), *primals
-        )
-        grads = tuple(vjp_fn(torch.ones_like(value)))
-    elif has_aux:
-        argnums = 0 if len(primals) == 1 else tuple(range(len(primals)))
-        grads, (value, aux_t) = _engine.func_call(
-            call, torch.func.grad_and_value(tensor_aux, argnums=argnums, has_aux=True), *primals
-        )
-        grads = (grads,) if len(primals) == 1 else tuple(grads)
-    else:
-        # The lean call (int argnums for one primal, no aux): each of torch.func's tuple/aux
-        # paths costs measurable time per call under vmap (benchmarks/bench_core.py).
-        if len(primals) == 1:
-
-            def value_of(p: torch.Tensor) -> torch.Tensor:
-                return flat(p)[0]
-
-            g1, value = _engine.func_call(call, torch.func.grad_and_value(value_of), primals[0])
-            grads = (g1,)
-        else:
-            gs, value = _engine.func_call(
-                call,
-                torch.func.grad_and_value(
-                    lambda *p: flat(*p)[0], argnums=tuple(range(len(primals)))
-                ),
-                *primals,
-            )
-            grads = tuple(gs)
-        aux_t = ()
-    aux = _rebuild_aux(box, aux_t) if has_aux else None
-    return value, grads, aux
-
-
-def _rebuild_aux(box: list[Any], tensors: tuple[torch.Tensor, ...]) -> Any:
-    leaves, spec = box[-1]
-    it = iter(tensors)
-    return _pytree.unflatten(spec, [next(it) if isinstance(x, torch.Tensor) else x for x in leaves])

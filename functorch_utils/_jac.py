@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import torch.func
 
-from . import _engine
+from . import _engine, _pytree
 from ._argnums import check_argnums, resolve_argnums
 from ._errors import check_bool, check_callable, describe, fun_name, raise_type, raise_value
 from ._grad import grad
@@ -68,8 +68,7 @@ def _assemble(
     flat: FlatFun, inputs: _engine.Inputs, jac: Sequence[Sequence[torch.Tensor]], single: bool
 ) -> Any:
     """jac[i][j] (output leaf i, primal j) into the output tree of argument trees."""
-    per_out = [inputs.unflatten([_engine.conj_if_complex(t) for t in row], single) for row in jac]
-    return flat.rebuild_out(per_out)
+    return flat.rebuild_out([inputs.unflatten(row, single) for row in jac])
 
 
 def jacrev(
@@ -114,7 +113,7 @@ def _make_jacrev(
     allow_int: bool,
     chunk_size: int | None,
     api: str,
-    engine_func: bool = False,
+    tape: bool = True,
 ) -> Callable[..., Any]:
     name = fun_name(fun)
     argnums_t, single = check_argnums(api, name, argnums)
@@ -134,108 +133,49 @@ def _make_jacrev(
             call, args, idx, allow_int=allow_int, holomorphic=holomorphic
         )
         flat = FlatFun(call, fun, inputs, kwargs, has_aux)
+
+        def checked(*p: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], Any]:
+            outs, aux = flat(*p)
+            _out_check(call, outs, holomorphic, api)
+            return outs, aux
+
         # Top level: the tape measured 0.93x of torch.func.jacrev on CPU but 1.34x on an H100
-        # (R^64 -> R^32 MLP, benchmarks/bench_core.py), so off the CPU torch.func runs first and
-        # the tape is the fallback for legacy autograd.Functions (which then run twice).
-        if engine_func or not _engine.use_tape():
-            jac, aux = _jacrev_func(call, flat, inputs, holomorphic, chunk_size, api)
-        elif all(p.device.type == "cpu" for p in inputs.primals):
-            jac, aux = _jacrev_tape(call, flat, inputs, args, idx, kwargs, holomorphic, chunk_size)
-        else:
-            try:
-                jac, aux = _jacrev_func(call, flat, inputs, holomorphic, chunk_size, api)
-            except _engine.LegacyFunctionError:
-                jac, aux = _jacrev_tape(
-                    call, flat, inputs, args, idx, kwargs, holomorphic, chunk_size
-                )
+        # (R^64 -> R^32 MLP, benchmarks/bench_core.py), so off the CPU torch.func runs first (the
+        # engine falls back to the tape for legacy autograd.Functions, which then run twice).
+        prefer_tape = tape and all(p.device.type == "cpu" for p in inputs.primals)
+        rev = _engine.reverse(
+            call, checked, inputs.primals, has_aux=has_aux, tape=None if prefer_tape else False
+        )
+        jac = _jacobian_rows(call, rev, inputs.primals, chunk_size)
         result = _assemble(flat, inputs, jac, single)
-        return (result, aux) if has_aux else result
+        return (result, rev.aux) if has_aux else result
 
     return jac_fn
 
 
-def _func_jacobian(
-    call: str,
-    transform: Callable[..., Any],
-    flat: FlatFun,
-    primals: Sequence[torch.Tensor],
-    check: Callable[[tuple[torch.Tensor, ...]], None] | None,
-    **kwargs: Any,
-) -> tuple[list[list[torch.Tensor]], Any]:
-    """``torch.func.jacrev``/``jacfwd`` over the flat function, as lean as torch.func allows.
-
-    A single primal is passed with an int argnums, a bare-tensor output is returned bare and aux
-    only when asked for: each of torch.func's tuple/aux paths costs measurable Python time per
-    call (benchmarks/bench_core.py). The result is normalised to ``jac[out_leaf][primal]``.
-    """
-    n = len(primals)
-    has_aux = flat.has_aux
-
-    def g(*p: torch.Tensor) -> Any:
-        outs, aux = flat(*p)
-        if check is not None:
-            check(outs)
-        out = outs[0] if flat.out_spec is None else outs
-        return (out, aux) if has_aux else out
-
-    if n == 0:
-        outs, aux_t = flat()
-        if check is not None:
-            check(outs)
-        return [[] for _ in outs], (flat.rebuild_aux(aux_t) if has_aux else None)
-    res = _engine.func_call(
-        call,
-        transform(g, argnums=0 if n == 1 else tuple(range(n)), has_aux=has_aux, **kwargs),
-        *primals,
-    )
-    jac, aux_t = res if has_aux else (res, ())
-    rows = [jac] if flat.out_spec is None else list(jac)
-    rows = [[r] for r in rows] if n == 1 else [list(r) for r in rows]
-    return rows, (flat.rebuild_aux(aux_t) if has_aux else None)
-
-
-def _jacrev_func(
-    call: str,
-    flat: FlatFun,
-    inputs: _engine.Inputs,
-    holomorphic: bool,
-    chunk_size: int | None,
-    api: str,
-) -> tuple[list[list[torch.Tensor]], Any]:
-    check = lambda outs: _out_check(call, outs, holomorphic, api)  # noqa: E731
-    primals = inputs.primals
-    if not any(p.is_complex() for p in primals):
-        return _func_jacobian(call, torch.func.jacrev, flat, primals, check, chunk_size=chunk_size)
-    # torch.func.jacrev refuses complex inputs; the same vmap-of-vjp does not.
-
-    def fn(*p: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], tuple[Any, ...]]:
-        outs, aux = flat(*p)
-        check(outs)
-        return outs, aux
-
-    outs, pull, aux_t = _engine.func_call(
-        call, lambda *p: torch.func.vjp(fn, *p, has_aux=True), *primals
-    )
+def _jacobian_rows(
+    call: str, rev: _engine.Reverse, primals: Sequence[torch.Tensor], chunk_size: int | None
+) -> list[list[torch.Tensor]]:
+    """``jac[out_leaf][primal]`` by pulling back the rows of the identity, in chunks."""
+    outs = rev.outs
     sizes = [o.numel() for o in outs]
     total = sum(sizes)
-    step = chunk_size or max(1, total)
+    if not primals:
+        return [[] for _ in outs]
+    if total == 0:
+        return [[x.new_zeros(o.shape + x.shape) for x in primals] for o in outs]
+    step = chunk_size or total
     pieces = [
-        _engine.func_call(
-            call, torch.func.vmap(lambda *b: pull(b)), *_basis(outs, r0, min(total, r0 + step))
-        )
+        rev.pull_batched(_basis(outs, r0, min(total, r0 + step)), call)
         for r0 in range(0, total, step)
     ]
+    full = [torch.cat([pc[j] for pc in pieces]) if len(pieces) > 1 else pieces[0][j]
+            for j in range(len(primals))]  # fmt: skip
     offsets = _offsets(sizes)
-    jac = [
-        [
-            torch.cat([pc[j] for pc in pieces])[lo:hi].reshape(o.shape + x.shape)
-            if pieces
-            else x.new_zeros(o.shape + x.shape)
-            for j, x in enumerate(primals)
-        ]
+    return [
+        [full[j][lo:hi].reshape(o.shape + x.shape) for j, x in enumerate(primals)]
         for o, lo, hi in zip(outs, offsets, offsets[1:])
     ]
-    return jac, (flat.rebuild_aux(aux_t) if flat.has_aux else None)
 
 
 def _offsets(sizes: Sequence[int]) -> list[int]:
@@ -257,59 +197,6 @@ def _basis(like: Sequence[torch.Tensor], r0: int, r1: int) -> list[torch.Tensor]
             b[ar + (a0 - r0), ar + (a0 - lo)] = 1
         basis.append(b.reshape((r1 - r0, *t.shape)))
     return basis
-
-
-def _jacrev_tape(
-    call: str,
-    flat: FlatFun,
-    inputs: _engine.Inputs,
-    args: tuple[Any, ...],
-    idx: tuple[int, ...],
-    kwargs: dict[str, Any],
-    holomorphic: bool,
-    chunk_size: int | None,
-) -> tuple[list[list[torch.Tensor]], Any]:
-    leaves = [_engine.tape_leaf(p) for p in inputs.primals]
-    with torch.enable_grad():
-        outs, aux = flat.raw(*leaves)
-    _out_check(call, outs, holomorphic, "jacrev")
-    outer = bool(leaves) and _engine.needs_outer_graph(
-        inputs.primals, args, idx, kwargs, outs, leaves
-    )
-    if flat.has_aux and not outer:
-        aux = _engine.detach_tree(aux)
-    sizes = [o.numel() for o in outs]
-    total = sum(sizes)
-    live = [o.requires_grad for o in outs]
-    if not leaves:
-        return [[] for _ in outs], aux
-    if total == 0 or not any(live):
-        return [[x.new_zeros(o.shape + x.shape) for x in leaves] for o in outs], aux
-    step = total if chunk_size is None else chunk_size
-    rows: list[list[torch.Tensor]] = [[] for _ in leaves]
-    offsets = _offsets(sizes)
-    for r0 in range(0, total, step):
-        r1 = min(total, r0 + step)
-        basis = _basis(outs, r0, r1)
-        live_outs = [o for o, keep in zip(outs, live) if keep]
-        live_basis = [b for b, keep in zip(basis, live) if keep]
-        grads = torch.autograd.grad(
-            live_outs,
-            leaves,
-            live_basis,
-            retain_graph=True,
-            create_graph=outer,
-            allow_unused=True,
-            is_grads_batched=True,
-        )
-        for j, (g, x) in enumerate(zip(grads, leaves)):
-            rows[j].append(x.new_zeros((r1 - r0, *x.shape)) if g is None else g)
-    full = [torch.cat(r) if len(r) > 1 else r[0] for r in rows]
-    jac = [
-        [full[j][lo:hi].reshape(o.shape + leaves[j].shape) for j in range(len(leaves))]
-        for o, lo, hi in zip(outs, offsets, offsets[1:])
-    ]
-    return jac, aux
 
 
 def jacfwd(
@@ -348,68 +235,66 @@ def jacfwd(
             call, args, idx, allow_int=False, holomorphic=holomorphic, complex_ok=False
         )
         flat = FlatFun(call, fun, inputs, kwargs, has_aux)
-        primals = tuple(inputs.primals)
-        check = (lambda outs: _out_check(call, outs, True, "jacfwd")) if holomorphic else None
-        if chunk_size is None and not any(p.is_complex() for p in primals):
-            jac, aux = _func_jacobian(call, torch.func.jacfwd, flat, primals, check)
-        else:
-            # torch.func.jacfwd refuses complex inputs; the same vmap-of-jvp does not.
 
-            def checked(*p: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], tuple[Any, ...]]:
-                outs, aux = flat(*p)
-                if check is not None:
-                    check(outs)
-                return outs, aux
+        def checked(*p: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], Any]:
+            outs, aux = flat(*p)
+            if holomorphic:
+                _out_check(call, outs, True, "jacfwd")
+            return outs, aux
 
-            step = chunk_size or max(1, sum(p.numel() for p in primals))
-            jac, aux_t = _jacfwd_chunked(call, checked, primals, step)
-            aux = flat.rebuild_aux(aux_t) if has_aux else None
-        result = flat.rebuild_out(
-            [
-                inputs.unflatten(row if d is None else [t.to(d) for t in row], single)
-                for row, d in zip(jac, _fix_dtypes(flat, jac))
-            ]
-        )
+        jac, aux = _jacfwd_rows(call, checked, inputs.primals, chunk_size, has_aux)
+        rows = [
+            [t if t.dtype == d else t.to(d) for t in row] for row, d in zip(jac, flat.out_dtypes)
+        ]
+        result = flat.rebuild_out([inputs.unflatten(row, single) for row in rows])
         return (result, aux) if has_aux else result
 
     return jac_fn
 
 
-def _fix_dtypes(flat: FlatFun, jac: Sequence[Sequence[torch.Tensor]]) -> list[Any]:
-    """Per output row, the dtype to cast to where forward mode promoted it (see cast_tangents)."""
-    return [d if any(t.dtype != d for t in row) else None for row, d in zip(jac, flat.out_dtypes)]
-
-
-def _jacfwd_chunked(
+def _jacfwd_rows(
     call: str,
-    fn: Callable[..., tuple[tuple[torch.Tensor, ...], tuple[Any, ...]]],
-    primals: tuple[torch.Tensor, ...],
-    chunk_size: int,
+    fn: Callable[..., tuple[tuple[torch.Tensor, ...], Any]],
+    primals: Sequence[torch.Tensor],
+    chunk_size: int | None,
+    has_aux: bool,
 ) -> tuple[list[list[torch.Tensor]], Any]:
+    """``jac[out_leaf][primal]`` by pushing forward the rows of the identity (vmap of jvp)."""
+    primals = _engine.forward_primals(primals)
     sizes = [p.numel() for p in primals]
     total = sum(sizes)
+    if total == 0:
+        outs, aux = fn(*primals)
+        return [[p.new_zeros(o.shape + p.shape) for p in primals] for o in outs], aux
+    stash = _pytree.Stash()
+
+    def with_aux(*p: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], Any]:
+        outs, aux = fn(*p)
+        return outs, (stash.put(aux) if has_aux else ())
+
+    def push(*tangents: torch.Tensor) -> tuple[Any, Any]:
+        res: tuple[Any, ...] = torch.func.jvp(with_aux, primals, tangents, has_aux=True)
+        return res[1], res[2]  # (outs, tangents, aux): the tangents and aux
+
+    # aux depends on the primals only: unbatched
+    batched = torch.func.vmap(push, out_dims=(0, None), randomness="error")  # type: ignore[arg-type]
+    step = chunk_size or total
+    pieces = []
+    for r0 in range(0, total, step):
+        touts, aux_t = _engine.func_call(call, batched, *_basis(primals, r0, min(total, r0 + step)))
+        pieces.append(touts)
     offsets = _offsets(sizes)
-
-    def push(*tangents: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return torch.func.jvp(fn, primals, tangents, has_aux=True)[1]
-
-    pieces: list[tuple[torch.Tensor, ...]] = []
-    for r0 in range(0, total, chunk_size):
-        r1 = min(total, r0 + chunk_size)
-        basis = _basis(primals, r0, r1)
-        pieces.append(_engine.func_call(call, torch.func.vmap(push, randomness="error"), *basis))
-    # Aux does not depend on the tangents: evaluate it once, unbatched.
-    outs, aux_t = fn(*primals)
-    n_out = len(outs)
     jac: list[list[torch.Tensor]] = []
-    for i in range(n_out):
-        t = torch.cat([pc[i] for pc in pieces])  # (N, *out.shape)
-        row = []
-        for p, lo, hi in zip(primals, offsets, offsets[1:]):
-            blk = t[lo:hi]  # (n_j, *out.shape)
-            row.append(blk.movedim(0, -1).reshape(outs[i].shape + p.shape))
-        jac.append(row)
-    return jac, aux_t
+    for i in range(len(pieces[0])):
+        t = torch.cat([pc[i] for pc in pieces]) if len(pieces) > 1 else pieces[0][i]
+        shape = t.shape[1:]
+        jac.append(
+            [
+                _engine.materialize(t[lo:hi]).movedim(0, -1).reshape(shape + p.shape)
+                for p, lo, hi in zip(primals, offsets, offsets[1:])
+            ]
+        )
+    return jac, (stash.get(aux_t) if has_aux else None)
 
 
 def hessian(
@@ -440,7 +325,7 @@ def hessian(
     # torch.func even at top level: batched double backward on the tape measured 3x slower
     # than torch.func's jacrev(jacrev) (200-d logsumexp, CPU).
     return _make_jacrev(
-        inner, argnums, has_aux, holomorphic, False, chunk_size, "hessian", engine_func=True
+        inner, argnums, has_aux, holomorphic, False, chunk_size, "hessian", tape=False
     )
 
 

@@ -28,13 +28,13 @@ __all__ = ["jvp", "linear_transpose", "linearize", "vjp"]
 
 
 class FlatFun:
-    """``fun`` as a function of the flat differentiable leaves, returning flat tensor outputs.
+    """``fun`` as a function of the flat primals, returning ``(flat tensor outputs, aux)``.
 
-    The output structure and the non-tensor parts of ``aux`` travel beside torch.func in
-    ``self.out_spec`` / ``self.aux_box`` (torch.func passes only tensors through).
+    The output structure is kept in ``out_spec`` (set by each run; every run of one function
+    gives the same structure), the output dtypes in ``out_dtypes``.
     """
 
-    __slots__ = ("aux_box", "call", "fun", "has_aux", "inputs", "kwargs", "out_dtypes", "out_spec")
+    __slots__ = ("call", "fun", "has_aux", "inputs", "kwargs", "out_dtypes", "out_spec")
 
     def __init__(
         self,
@@ -51,16 +51,22 @@ class FlatFun:
         self.has_aux = has_aux
         self.out_spec: Any = None
         self.out_dtypes: list[torch.dtype] = []
-        self.aux_box: Any = None
 
-    def raw(self, *primals: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], Any]:
-        """Outputs as a flat tuple and aux as returned (for the tape)."""
+    def __call__(self, *primals: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], Any]:
         res = self.fun(*self.inputs.rebuild(primals), **self.kwargs)
         out, aux = _engine.split_aux(self.call, res, self.has_aux)
         if isinstance(out, torch.Tensor):
             self.out_spec = None
             self.out_dtypes = [out.dtype]
             return (out,), aux
+        if out is None:
+            raise_type(
+                self.call,
+                "the function returned None",
+                "a tensor or a pytree of tensors",
+                "None",
+                "Return the function's result (a missing `return`?).",
+            )
         leaves, spec = _pytree.flatten(out)
         self.out_spec = spec
         leaves = _engine.check_tensor_output(self.call, leaves, "output", "out", out)
@@ -68,33 +74,20 @@ class FlatFun:
         return tuple(leaves), aux
 
     def cast_tangents(self, touts: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        """Tangents in their output's dtype, as JAX guarantees.
+        """Tangents in their output's dtype, as JAX guarantees (and never torch's ZeroTensor).
 
         torch's forward mode promotes Python-scalar arithmetic on 0-d tensors to float64 in the
         tangent (``jvp(lambda x: 0.0 + x)`` of a float32 ``x`` has a float64 tangent).
         """
-        return [t if t.dtype == d else t.to(d) for t, d in zip(touts, self.out_dtypes)]
-
-    def __call__(self, *primals: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], tuple[Any, ...]]:
-        """Outputs and aux tensors as flat tuples (for torch.func)."""
-        outs, aux = self.raw(*primals)
-        if not self.has_aux:
-            return outs, ()
-        leaves, spec = _pytree.flatten(aux)
-        self.aux_box = (leaves, spec)
-        return outs, tuple(x for x in leaves if isinstance(x, torch.Tensor))
+        return [
+            _engine.materialize(t if t.dtype == d else t.to(d))
+            for t, d in zip(touts, self.out_dtypes)
+        ]
 
     def rebuild_out(self, leaves: Sequence[Any]) -> Any:
         if self.out_spec is None:
             return leaves[0]
         return _pytree.unflatten(self.out_spec, leaves)
-
-    def rebuild_aux(self, tensors: Sequence[torch.Tensor]) -> Any:
-        leaves, spec = self.aux_box
-        it = iter(tensors)
-        return _pytree.unflatten(
-            spec, [next(it) if isinstance(x, torch.Tensor) else x for x in leaves]
-        )
 
 
 def check_like(
@@ -106,8 +99,8 @@ def check_like(
     given: Any,
     fix: str,
 ) -> list[torch.Tensor]:
-    """``given`` must have ``expected``'s structure, shapes and dtypes (tangents, cotangents)."""
-    if expected_spec is None and isinstance(given, torch.Tensor):
+    """``given`` must have ``expected``'s structure, shapes, dtypes and devices."""
+    if expected_spec is None and isinstance(given, (torch.Tensor, float, int, complex)):
         leaves = [given]
     else:
         leaves, spec = _pytree.flatten(given)
@@ -158,6 +151,15 @@ def check_like(
                     fix,
                 )
             )
+        if g.device != e.device:
+            names = names or _pytree.leaf_names(given, what)
+            raise_value(
+                call,
+                f"{names[i]} is on another device",
+                f"device {e.device}",
+                f"device {g.device}",
+                f"Move it with .to({str(e.device)!r}).",
+            )
         out.append(g)
     return out
 
@@ -193,53 +195,25 @@ def vjp(fun: Callable[..., Any], *primals: Any, has_aux: bool = False) -> tuple[
     argnums = tuple(range(len(primals)))
     inputs = _engine.prepare_inputs(call, primals, argnums, allow_int=True, holomorphic=False)
     flat = FlatFun(call, fun, inputs, {}, has_aux)
+    rev = _engine.reverse(call, flat, inputs.primals, has_aux=has_aux)
+    out_tree = flat.rebuild_out(list(rev.outs))
     pull_call = f"{call} -> vjp_fn(ct)"
     fix = "Pass a cotangent shaped like the function's output."
+    out_spec, expected = flat.out_spec, list(rev.outs)
 
-    if _engine.use_tape():
-        leaves = [_engine.tape_leaf(p) for p in inputs.primals]
-        with torch.enable_grad():
-            graph_outs, aux = flat.raw(*leaves)
-        outer = bool(leaves) and _engine.needs_outer_graph(
-            inputs.primals, primals, argnums, {}, graph_outs, leaves
-        )
-        outs = graph_outs if outer else tuple(o.detach() for o in graph_outs)
-        if has_aux and not outer:
-            aux = _engine.detach_tree(aux)
-        out_tree = flat.rebuild_out(list(outs))
-
-        def pullback_tape(cts: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
-            create = outer or (torch.is_grad_enabled() and any(c.requires_grad for c in cts))
-            return _engine.tape_grad(
-                graph_outs,
-                [_engine.conj_if_complex(c) for c in cts],
-                leaves,
-                create_graph=create,
-                retain_graph=True,
+    def vjp_fn(*ct: Any) -> tuple[Any, ...]:
+        if len(ct) != 1:
+            raise_type(
+                pull_call,
+                "vjp_fn takes exactly one argument, the cotangent of the output",
+                "1 argument",
+                f"{len(ct)} arguments",
+                "Pass one cotangent with the output's structure (a tuple if the output is one).",
             )
+        cts = check_like(pull_call, "cotangent", out_tree, expected, out_spec, ct[0], fix)
+        return inputs.unflatten(rev.pull(cts), single=False)
 
-        pullback = pullback_tape
-    else:
-        out_flat, torch_vjp, aux_t = _engine.func_call(
-            call, lambda *p: torch.func.vjp(flat, *p, has_aux=True), *inputs.primals
-        )
-        outs = tuple(out_flat)
-        out_tree = flat.rebuild_out(list(outs))
-        aux = flat.rebuild_aux(aux_t) if has_aux else None
-
-        def pullback_func(cts: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
-            return tuple(torch_vjp(tuple(_engine.conj_if_complex(c) for c in cts)))
-
-        pullback = pullback_func
-
-    out_spec = flat.out_spec
-    expected = list(outs)
-
-    def vjp_fn(ct: Any) -> tuple[Any, ...]:
-        cts = check_like(pull_call, "cotangent", out_tree, expected, out_spec, ct, fix)
-        grads = pullback(cts)
-        return inputs.unflatten([_engine.conj_if_complex(g) for g in grads], single=False)
-
+    aux = rev.aux
     return (out_tree, vjp_fn, aux) if has_aux else (out_tree, vjp_fn)
 
 
@@ -269,16 +243,18 @@ def check_primals_tangents(call: str, primals: Any, tangents: Any) -> None:
 def _tangent_leaves(call: str, inputs: _engine.Inputs, tangents: Sequence[Any]) -> list[Any]:
     """The tangents of the differentiated leaves, checked against the primals."""
     fix = "Pass tangents with the primals' structure, shapes and dtypes."
-    flat: list[Any] = [None] * len(inputs.primals)
-    for k, spec, leaves, slots in zip(inputs.argnums, inputs.specs, inputs.leaves, inputs.slots):
+    flat: list[Any] = []
+    for k, part in zip(inputs.positions, inputs.parts):
+        lo, _ = inputs.spans[k]
+        picked = dict(zip(part.picked, range(lo, lo + len(part.picked))))
         expected = [
-            inputs.primals[s] if s >= 0 else torch.as_tensor(leaf) for leaf, s in zip(leaves, slots)
+            inputs.primals[picked[i]] if i in picked else torch.as_tensor(leaf)
+            for i, leaf in enumerate(part.leaves)
         ]
-        tree = inputs.args[k]
-        given = check_like(call, f"tangents[{k}]", tree, expected, spec, tangents[k], fix)
-        for s, g in zip(slots, given):
-            if s >= 0:
-                flat[s] = g
+        given = check_like(
+            call, f"tangents[{k}]", inputs.args[k], expected, part.spec, tangents[k], fix
+        )
+        flat.extend(given[i] for i in part.picked)
     return flat
 
 
@@ -312,19 +288,39 @@ def jvp(
     )
     tans = _tangent_leaves(call, inputs, tangents)
     flat = FlatFun(call, fun, inputs, {}, has_aux)
-    if inputs.primals:
-        outs, touts, aux_t = _engine.func_call(
-            call,
-            lambda: torch.func.jvp(flat, tuple(inputs.primals), tuple(tans), has_aux=True),
-        )
-    else:
-        outs, aux_t = flat()
-        touts = tuple(torch.zeros_like(o) for o in outs)
+    outs, touts, aux = _forward(call, flat, inputs.primals, tans, has_aux)
     out_tree = flat.rebuild_out(list(outs))
     tout_tree = flat.rebuild_out(flat.cast_tangents(touts))
-    if has_aux:
-        return out_tree, tout_tree, flat.rebuild_aux(aux_t)
-    return out_tree, tout_tree
+    return (out_tree, tout_tree, aux) if has_aux else (out_tree, tout_tree)
+
+
+def _forward(
+    call: str,
+    flat: FlatFun,
+    primals: Sequence[torch.Tensor],
+    tangents: Sequence[torch.Tensor],
+    has_aux: bool,
+) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...], Any]:
+    """One forward-mode pass of ``flat``: outputs, output tangents and aux."""
+    if not primals:
+        outs, aux = flat()
+        return outs, tuple(torch.zeros_like(o) for o in outs), aux
+    primals = _engine.forward_primals(primals)
+    if not has_aux:
+        outs, touts = _engine.func_call(
+            call, torch.func.jvp, lambda *p: flat(*p)[0], primals, tuple(tangents)
+        )
+        return outs, touts, None
+    stash = _pytree.Stash()
+
+    def with_aux(*p: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], Any]:
+        outs, aux = flat(*p)
+        return outs, stash.put(aux)
+
+    outs, touts, aux_t = _engine.func_call(
+        call, torch.func.jvp, with_aux, primals, tuple(tangents), has_aux=True
+    )
+    return outs, touts, stash.get(aux_t)
 
 
 def linearize(fun: Callable[..., Any], *primals: Any, has_aux: bool = False) -> tuple[Any, ...]:
@@ -387,22 +383,52 @@ def linear_transpose(fun: Callable[..., Any], *primals: Any) -> Callable[..., tu
     """
     check_callable("linear_transpose", fun)
     call = f"linear_transpose({fun_name(fun)})"
-
-    def like(fill: Callable[[torch.Tensor], torch.Tensor]) -> tuple[Any, ...]:
-        out = []
-        for p in primals:
-            leaves, spec = _pytree.flatten(p)
-            out.append(_pytree.unflatten(spec, [fill(torch.as_tensor(x)) for x in leaves]))
-        return tuple(out)
-
-    zeros = like(torch.zeros_like)
+    zeros = _like(call, primals, lambda x: x)
     out0, vjp_fn = vjp(fun, *zeros)
+    _check_linear(call, fun, zeros, out0)
+
+    def f_t(ct: Any) -> tuple[Any, ...]:
+        return vjp_fn(ct)
+
+    return f_t
+
+
+def _like(call: str, primals: tuple[Any, ...], fill: Callable[[torch.Tensor], Any]) -> tuple:
+    """Zeros shaped like ``primals`` (tensors, numbers, or objects with .shape and .dtype)."""
+
+    def zero(x: Any) -> torch.Tensor:
+        if isinstance(x, torch.Tensor):
+            return fill(torch.zeros_like(x))
+        if isinstance(x, (bool, int, float, complex)):
+            return fill(torch.zeros_like(torch.as_tensor(x)))
+        shape, dtype = getattr(x, "shape", None), getattr(x, "dtype", None)
+        if shape is not None and dtype is not None:
+            if not isinstance(dtype, torch.dtype):
+                dtype = getattr(torch, str(dtype), None)
+            if isinstance(dtype, torch.dtype):
+                return fill(torch.zeros(tuple(shape), dtype=dtype))
+        raise_type(
+            call,
+            "a primal leaf is neither a tensor, a number, nor a shape/dtype description",
+            "a tensor, a Python number, or an object with .shape and a torch .dtype",
+            describe(x),
+            "Pass example inputs (their values are not used).",
+        )
+
+    return tuple(_pytree.tree_map(zero, p) for p in primals)
+
+
+def _check_linear(call: str, fun: Callable[..., Any], zeros: tuple, out0: Any) -> None:
+    """``fun(0) == 0`` and ``fun(2r) == 2 fun(r)`` at a random point of the float leaves."""
     gen = torch.Generator().manual_seed(0)
-    r = like(lambda x: torch.randn(x.shape, generator=gen, dtype=x.dtype).to(x.device))
-    r2 = tuple(
-        _pytree.unflatten(s, [2 * x for x in leaves])
-        for leaves, s in (_pytree.flatten(t) for t in r)
-    )
+
+    def draw(x: torch.Tensor) -> torch.Tensor:
+        if not (x.is_floating_point() or x.is_complex()):
+            return x  # integer leaves stay at zero: no random integers
+        return torch.randn(x.shape, generator=gen, dtype=x.dtype).to(x.device)
+
+    r = tuple(_pytree.tree_map(draw, z) for z in zeros)
+    r2 = tuple(_pytree.tree_map(lambda x: 2 * x, t) for t in r)
     with torch.no_grad():
         f1 = _pytree.flatten(fun(*r))[0]
         f2 = _pytree.flatten(fun(*r2))[0]
@@ -419,8 +445,3 @@ def linear_transpose(fun: Callable[..., Any], *primals: Any) -> Callable[..., tu
             "a function failing the check",
             "Transpose only linear maps; for a non-linear function use vjp at a point.",
         )
-
-    def f_t(ct: Any) -> tuple[Any, ...]:
-        return vjp_fn(ct)
-
-    return f_t

@@ -22,8 +22,12 @@ __all__ = [
     "run_backward",
     "is_compiling",
     "is_legacy_function_error",
-    "is_saved_tensors_hooks_disabled_error",
+    "transform_names",
+    "carries_derivative",
     "vmap_error_kind",
+    "is_saved_tensors_hooks_disabled_error",
+    "is_inference_tensor_save_error",
+    "is_zero_tensor",
 ]
 
 
@@ -89,6 +93,7 @@ is_compiling: Callable[[], bool] = torch.compiler.is_compiling
 # ``torch.autograd.graph._engine_run_backward`` (private), with everything already normalised.
 # Its arguments are bound by keyword so that a signature change fails loudly (TypeError), and
 # tests/test_torch_hooks.py pins it against torch.autograd.grad.
+_engine_run_backward: Callable[..., tuple[torch.Tensor | None, ...]] | None
 try:
     from torch.autograd.graph import _engine_run_backward
 except ImportError:  # pragma: no cover - depends on the torch version
@@ -130,6 +135,21 @@ def is_legacy_function_error(err: BaseException) -> bool:
     return isinstance(err, RuntimeError) and "setup_context" in text and "autograd.Function" in text
 
 
+def is_inference_tensor_save_error(err: BaseException) -> bool:
+    """autograd's refusal to save a tensor created under ``inference_mode`` for backward."""
+    return isinstance(
+        err, RuntimeError
+    ) and "Inference tensors cannot be saved for backward" in str(err)
+
+
+def is_zero_tensor(x: torch.Tensor) -> bool:
+    """Whether ``x`` is torch's internal ZeroTensor (forward mode returns it for zero tangents)."""
+    try:
+        return bool(x._is_zerotensor())
+    except AttributeError as e:  # pragma: no cover - depends on the torch version
+        raise _missing("Tensor._is_zerotensor") from e
+
+
 def is_saved_tensors_hooks_disabled_error(err: BaseException) -> bool:
     """torch.func's ``grad``/``vjp`` refusing to run while saved-tensor hooks are active."""
     text = str(err)
@@ -163,3 +183,37 @@ def vmap_error_kind(err: BaseException) -> str | None:
         if re.search(pattern, text):
             return kind
     return None
+
+
+# Custom rules ask two things torch.func has no public answer for: which transforms are active
+# (to tell forward-over-reverse from plain forward mode), and whether a tensor carries a
+# derivative at any active level (a value a rule closes over that an enclosing transform is
+# differentiating), not only at the innermost one that ``requires_grad`` reports.
+_TRANSFORM_NAMES = ("Grad", "Jvp", "Vmap", "Functionalize")
+
+
+def transform_names() -> list[str]:
+    """The active torch.func transforms, outermost first: ``"Grad"``, ``"Jvp"``, ``"Vmap"``..."""
+    names = {_transform_type(n): n for n in _TRANSFORM_NAMES}
+    return [names.get(k, "other") for k in interpreter_keys()]
+
+
+def carries_derivative(x: torch.Tensor) -> bool:
+    """Whether autograd, or a torch.func ``grad``/``jvp`` level at any depth, tracks ``x``.
+
+    Walks the functorch wrappers from the innermost level out; forward-mode tangents are seen at
+    the innermost forward level (custom rules refuse nested forward mode anyway).
+    """
+    try:
+        is_wrapped = torch._C._functorch.is_functorch_wrapped_tensor
+        unwrap = torch._C._functorch.get_unwrapped
+    except AttributeError as e:  # pragma: no cover - depends on the torch version
+        raise _missing("torch._C._functorch.get_unwrapped") from e
+    from torch.autograd.forward_ad import unpack_dual
+
+    while True:
+        if x.requires_grad or unpack_dual(x).tangent is not None:
+            return True
+        if not is_wrapped(x):
+            return False
+        x = unwrap(x)

@@ -8,6 +8,7 @@ import torch.func
 
 from functorch_utils import _torch_hooks as hooks
 
+from .helpers import LegacySquare
 
 # ---------------------------------------------------------------------------------------------
 # vmap_error_kind: torch.func.vmap's texts for a user's mistakes in the batched function
@@ -38,3 +39,95 @@ def test_vmap_error_kind_recognises_torchs_messages():
 def test_vmap_error_kind_is_none_for_other_errors():
     assert hooks.vmap_error_kind(RuntimeError("some other failure")) is None
     assert hooks.vmap_error_kind(ValueError("calling .item() on a Tensor")) is None
+
+
+# ---------------------------------------------------------------------------------------------
+# engine hooks: levels, the direct backward call, torch's error texts
+
+
+def test_current_level_is_none_outside_transforms_and_set_inside():
+    assert hooks.current_level() is None
+    seen = []
+    torch.func.vmap(lambda x: seen.append(hooks.current_level()) or x)(torch.ones(2))
+    torch.func.grad(lambda x: seen.append(hooks.current_level()) or x.sum())(torch.ones(2))
+    assert all(isinstance(level, int) for level in seen) and len(seen) == 2
+
+
+def test_forward_levels_counts_nested_jvp():
+    seen = []
+
+    def probe(x):
+        seen.append(hooks.forward_levels())
+        return x
+
+    one = torch.tensor(1.0)
+    probe(one)
+    torch.func.jvp(probe, (one,), (one,))
+    torch.func.jvp(lambda x: torch.func.jvp(probe, (x,), (one,))[1], (one,), (one,))
+    assert seen == [0, 1, 2]
+
+
+def test_under_vmap():
+    seen = []
+    seen.append(hooks.under_vmap())
+    torch.func.vmap(lambda x: seen.append(hooks.under_vmap()) or x)(torch.ones(2))
+    torch.func.grad(lambda x: seen.append(hooks.under_vmap()) or x.sum())(torch.ones(2))
+    assert seen == [False, True, False]
+
+
+def test_run_backward_matches_autograd_grad():
+    x = torch.randn(3, requires_grad=True)
+    out = (x.sin() * x).sum()
+    (ref,) = torch.autograd.grad(out, x, retain_graph=True)
+    (ours,) = hooks.run_backward(
+        (out,), (torch.ones_like(out),), (x,), create_graph=False, retain_graph=True
+    )
+    assert torch.equal(ref, ours)
+    y = torch.randn(2, requires_grad=True)
+    (unused,) = hooks.run_backward(
+        (out,), (torch.ones_like(out),), (y,), create_graph=False, retain_graph=False
+    )
+    assert unused is None
+
+
+def test_run_backward_create_graph_gives_a_differentiable_result():
+    x = torch.tensor(2.0, requires_grad=True)
+    (g,) = hooks.run_backward(
+        (x**3,), (torch.ones(()),), (x,), create_graph=True, retain_graph=True
+    )
+    (h,) = torch.autograd.grad(g, x)
+    assert g.item() == 12.0 and h.item() == 12.0
+
+
+def test_legacy_function_error_text_is_recognised():
+    with pytest.raises(RuntimeError) as info:
+        torch.func.grad(lambda x: LegacySquare.apply(x).sum())(torch.ones(2))
+    assert hooks.is_legacy_function_error(info.value)
+    assert not hooks.is_legacy_function_error(RuntimeError("something else"))
+
+
+def test_inference_tensor_save_error_text_is_recognised():
+    with torch.inference_mode():
+        w = torch.ones(2)
+    x = torch.ones(2, requires_grad=True)
+    with pytest.raises(RuntimeError) as info:
+        (x * w).sum()
+    assert hooks.is_inference_tensor_save_error(info.value)
+    assert not hooks.is_inference_tensor_save_error(RuntimeError("other"))
+
+
+def test_is_zero_tensor():
+    assert not hooks.is_zero_tensor(torch.zeros(2))
+    # torch's forward mode returns a ZeroTensor for an output that does not depend on the input
+    _, z = torch.func.jvp(lambda x: torch.ones(2), (torch.ones(()),), (torch.ones(()),))
+    if hooks.is_zero_tensor(z):
+        with pytest.raises(RuntimeError):
+            z.numpy()
+
+
+def test_is_compiling_is_false_in_eager():
+    assert hooks.is_compiling() is False
+
+
+# ---------------------------------------------------------------------------------------------
+# vmap_error_kind: torch.func.vmap's texts for a user's mistakes in the batched function
