@@ -60,7 +60,7 @@ def stop_gradient(tree: Any, /) -> Any:
         >>> grad(f)(torch.tensor(3.0)), jvp(f, (torch.tensor(3.0),), (torch.tensor(1.0),))[1]
         (tensor(3.), tensor(3.))
         >>> stop_gradient({"w": torch.tensor(1.0), "name": "layer"})
-        {'name': 'layer', 'w': tensor(1.)}
+        {'w': tensor(1.), 'name': 'layer'}
     """
     tensors, part = _pytree.partition(tree, _pytree.is_tensor)
     return part.combine([x.detach() for x in tensors])
@@ -155,11 +155,15 @@ class _RngState:
     def __init__(self, args: tuple[Any, ...]) -> None:
         self.cpu = torch.get_rng_state()
         tensors = [x for x in _pytree.flatten(args)[0] if isinstance(x, torch.Tensor)]
-        self.devices, self.states = torch.utils.checkpoint.get_device_states(*tensors)
+        self.devices: list[Any] = []
+        self.states: list[Any] = []
+        if any(x.device.type != "cpu" for x in tensors):  # get_device_states costs ~50 us
+            self.devices, self.states = torch.utils.checkpoint.get_device_states(*tensors)
 
     def restore(self) -> None:
         torch.set_rng_state(self.cpu)
-        torch.utils.checkpoint.set_device_states(self.devices, self.states)
+        if self.devices:
+            torch.utils.checkpoint.set_device_states(self.devices, self.states)
 
 
 class _OutsideReads(TorchFunctionMode):
@@ -189,7 +193,7 @@ class _OutsideReads(TorchFunctionMode):
         for x in _tensors_in(out if isinstance(out, (tuple, list)) else (out,)):
             key = id(x)
             if key not in self.read and key not in self.made:
-                self.made[key] = weakref.ref(x, lambda _, k=key, d=self.made: d.pop(k, None))
+                self.made[key] = weakref.ref(x, functools.partial(_forget, self.made, key))
         return out
 
     def _note_read(self, x: torch.Tensor) -> None:
@@ -200,7 +204,7 @@ class _OutsideReads(TorchFunctionMode):
             version = x._version
         except RuntimeError:  # a functorch wrapper made by a transform inside the block
             return
-        self.read[key] = (weakref.ref(x), version)
+        self.read[key] = (weakref.ref(x, functools.partial(_forget, self.read, key)), version)
 
     def check(self) -> None:
         """Raise if a tensor the block read from outside has been modified in place since."""
@@ -233,6 +237,11 @@ class _CheckBeforeRecompute:
 
     def __exit__(self, *exc: object) -> None:
         return None
+
+
+def _forget(table: dict[int, Any], key: int, _: object) -> None:
+    # Entries leave with their tensor, so an id in a table always names a live tensor.
+    table.pop(key, None)
 
 
 def _tensors_in(items: Any) -> Iterator[torch.Tensor]:
