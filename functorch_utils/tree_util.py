@@ -49,6 +49,7 @@ __all__ = [
     "Partial",
     "treedef_is_leaf",
     "all_leaves",
+    "is_tree_node",
     "keystr",
     "register_pytree_node",
     "register_pytree_node_class",
@@ -347,6 +348,21 @@ def treedef_is_leaf(treedef: PyTreeSpec, /) -> bool:
 def all_leaves(iterable: Iterable[Any], /, is_leaf: Callable[[Any], bool] | None = None) -> bool:
     """Whether every element of ``iterable`` is a leaf."""
     return optree.all_leaves(iterable, is_leaf=is_leaf, **_KW)
+
+
+def is_tree_node(x: Any, /) -> bool:
+    """Whether ``x`` (a type, or the type of an instance) is a pytree node, not a leaf type.
+
+    Example:
+        >>> import collections, torch
+        >>> from functorch_utils.tree_util import is_tree_node
+        >>> is_tree_node(dict), is_tree_node(type(None)), is_tree_node(collections.namedtuple("P", "a"))
+        (True, True, True)
+        >>> is_tree_node(int), is_tree_node(torch.Tensor)
+        (False, False)
+    """
+    cls = x if isinstance(x, type) else type(x)
+    return optree.register_pytree_node.get(cls, namespace=NAMESPACE) is not None
 
 
 def keystr(keys: Sequence[Any], /, *, simple: bool = False, separator: str = "") -> str:

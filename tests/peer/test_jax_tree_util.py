@@ -237,6 +237,14 @@ def test_partial_leaves_are_the_bound_arguments():
     assert tu.tree_map(lambda x: x * 2, p)(torch.tensor(1.0)) == torch.tensor(6.0)
 
 
+def test_is_tree_node():
+    """jax tests/tree_util_test.py::TreeTest::testIsTreeNode"""
+    for node in (list, dict, tuple, type(None), AnObject, ATuple, ANamedTupleSubclass):
+        assert tu.is_tree_node(node), node
+    for leaf in (int, str, float):
+        assert not tu.is_tree_node(leaf), leaf
+
+
 def test_children():
     """jax tests/tree_util_test.py::TreeTest::testChildren"""
     _, tree = tu.tree_flatten(((1, 2, 3), (4,)))
@@ -701,6 +709,17 @@ def test_pytree_without_keys_isnt_treated_as_leaf():
     """jax tests/tree_util_test.py::TreeTest::testPyTreeWithoutKeysIsntTreatedAsLeaf"""
     leaves, _ = tu.tree_flatten_with_path(Special([1, 2], [3, 4]))
     assert len(leaves) == 4
+
+
+def test_namedtuple_registered_without_keys_isnt_treated_as_leaf():
+    """jax tests/tree_util_test.py::TreeTest::testNamedTupleRegisteredWithoutKeysIsntTreatedAsLeaf"""
+    ATuple2 = collections.namedtuple("ATuple2", ("foo", "bar"))
+    with pytest.warns(UserWarning, match="namedtuple"):  # optree: overriding a namedtuple type
+        tu.register_pytree_node(
+            ATuple2, lambda o: ((o.foo,), o.bar), lambda bar, foo: ATuple2(foo[0], bar)
+        )
+    leaves, _ = tu.tree_flatten_with_path(ATuple2(1, "hi"))
+    assert len(leaves) == 1
 
 
 class _BadFlatten:
