@@ -1109,3 +1109,105 @@ def test_dropout_unbatched(randomness):
     shift = out - x.unsqueeze(1)  # each member's dropout(y).mean(1)
     if randomness == "same":
         torch.testing.assert_close(shift, shift[:1].expand(3, 1))
+
+
+# --------------------------------------------------------------------------------------------
+# output structures and composition (TestVmapOperators / TestVmapDeviceType API cases)
+# --------------------------------------------------------------------------------------------
+
+
+def test_torch_return_types_returns():
+    """torch test/functorch/test_vmap.py::TestVmapOperators::test_torch_return_types_returns"""
+    t = torch.randn(3, 2, 2)
+    out = vmap(torch.min, (0, None))(t, 0)
+    assert isinstance(out, torch.return_types.min)
+    assert_tree_close(tuple(out), tuple(torch.min(t, 1)))
+    assert isinstance(vmap(torch.max, (0, None))(t, 0), torch.return_types.max)
+    out = vmap(torch.topk, (0, None, None))(t, 1, 0)
+    assert isinstance(out, torch.return_types.topk)
+    assert_tree_close(tuple(out), tuple(torch.topk(t, 1, 1)))
+    assert isinstance(vmap(torch.linalg.eig, 0)(t), torch.return_types.linalg_eig)
+
+
+def test_namedtuple_returns():
+    """torch test/functorch/test_vmap.py::TestVmapOperators::test_namedtuple_returns"""
+    from collections import namedtuple
+
+    Point = namedtuple("Point", ["x", "y"])
+    x, y = torch.randn(2, 5), torch.randn(2, 3)
+    out = vmap(lambda x, y: Point(x=x, y=y))(x, y)
+    assert isinstance(out, Point)
+    torch.testing.assert_close(out.x, x)
+    torch.testing.assert_close(out.y, y)
+
+
+def test_inplace_on_view():
+    """torch test/functorch/test_vmap.py::TestVmapOperators::test_inplace_on_view
+    (vmap of a vjp through in-place ops on views, against a loop)"""
+
+    def func(leaf):
+        base = leaf * leaf
+        view = base.transpose(0, 1)
+        view[2:4, 2:4] *= 2
+        view[0:2, 0:2].diagonal().sin_()
+        view = view[1:3, 1:3]
+        view.cos_()
+        return view
+
+    def push_vjp(leaf, gout):
+        _, vjp_fn = fu.vjp(func, leaf)
+        (result,) = vjp_fn(gout)
+        return result
+
+    leaf, gout = torch.randn(3, 4, 4), torch.randn(3, 2, 2)
+    expected = torch.stack([push_vjp(leaf[i], gout[i]) for i in range(3)])
+    torch.testing.assert_close(vmap(push_vjp)(leaf, gout), expected)
+    expected = torch.stack([push_vjp(leaf[0], gout[i]) for i in range(3)])
+    torch.testing.assert_close(vmap(push_vjp, (None, 0))(leaf[0], gout), expected)
+
+
+def test_nested_advanced_indexing():
+    """torch test/functorch/test_vmap.py::TestVmapOperators::test_nested_advanced_indexing"""
+    e = torch.rand(7, 4)
+    idx = torch.tensor([0, 1]).view(2, 1)
+
+    def fake_vmap(f, in_axes=0, out_axes=0):
+        def w(input):
+            r = [f(input.select(in_axes, i)) for i in range(input.size(in_axes))]
+            return torch.stack(r, out_axes)
+
+        return w
+
+    def with_vmap(_vmap):
+        def g(idx_):
+            return _vmap(lambda e_: e_[idx_], in_axes=1)(e)
+
+        return _vmap(g)(idx)
+
+    torch.testing.assert_close(with_vmap(vmap), with_vmap(fake_vmap))
+
+
+@pytest.mark.filterwarnings("ignore:Anomaly Detection has been enabled:UserWarning")
+def test_vmap_with_anomaly_detection():
+    """torch test/functorch/test_vmap.py::TestVmapOperators::test_vmap_with_anomaly_detection"""
+    with torch.autograd.set_detect_anomaly(True):
+        x = torch.zeros(3) - 1
+        torch.testing.assert_close(vmap(fu.grad(lambda x: x.sum()))(x), torch.ones_like(x))
+        with pytest.raises(RuntimeError, match="'SqrtBackward0' returned nan values"):
+            vmap(fu.grad(lambda x: x.sqrt().sum()))(x)
+
+
+def test_vmap_escaped_error():
+    """torch test/functorch/test_vmap.py::TestVmapOperators::test_vmap_escaped_error
+    (a batched value that escapes the vmapped function is unusable afterwards; torch's error)"""
+    escaped = None
+
+    def f(x):
+        nonlocal escaped
+        escaped = x
+        return x**2
+
+    x = torch.randn(3, 3, 3)
+    torch.testing.assert_close(vmap(f)(x), x**2)
+    with pytest.raises(RuntimeError, match="your tensor may have escaped from inside a function"):
+        escaped.sin()
