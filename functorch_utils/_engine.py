@@ -99,8 +99,18 @@ class Inputs:
         self.primals: list[torch.Tensor] = []
 
     def rebuild(self, primals: Sequence[Any]) -> tuple[Any, ...]:
-        """The positional arguments with the differentiated leaves replaced by ``primals``."""
+        """The positional arguments with the differentiated leaves replaced by ``primals``.
+
+        Inside a torch.func level, the arguments that are not differentiated are wrapped at that
+        level, as torch.func wraps its own arguments (see ``_torch_hooks.wrap_for_level``).
+        """
         args = list(self.args)
+        level = None if hooks.is_compiling() else hooks.current_level()
+        if level is not None and len(self.positions) < len(args):
+            wrap = lambda x: hooks.wrap_for_level(x, level) if isinstance(x, torch.Tensor) else x  # noqa: E731
+            for k, a in enumerate(args):
+                if k not in self.spans:
+                    args[k] = wrap(a) if isinstance(a, torch.Tensor) else _pytree.tree_map(wrap, a)
         for k, part in zip(self.positions, self.parts):
             lo, hi = self.spans[k]
             args[k] = part.combine(primals[lo:hi])
@@ -323,11 +333,15 @@ def reverse(
     can_tape = use_tape()
     if can_tape and tape is not False:
         try:
-            return _tape_forward(fn, primals, has_aux)
+            rev = _tape_forward(fn, primals, has_aux)
         except RuntimeError as e:
             if not hooks.is_inference_tensor_save_error(e):
                 raise
             # NOTE [grad mode]: a closed-over inference tensor; torch.func accepts it.
+        else:
+            if not primals or any(o.requires_grad for o in rev._graph_outs):
+                return rev
+            # NOTE [tape blind spots]: outputs that reach no input are confirmed on torch.func.
     try:
         return _func_forward(call, fn, primals, has_aux)
     except LegacyFunctionError:
@@ -336,6 +350,13 @@ def reverse(
         return _tape_forward(fn, primals, has_aux)
 
 
+# NOTE [tape blind spots]
+# The tape cannot see what torch.func's levels see. A function that detaches its input and
+# differentiates it again inside (``torch.autograd.functional.jacobian`` without create_graph)
+# gives an output that reaches no input: the tape would answer zero, torch.func refuses the call.
+# So an output that reaches no input is re-run on torch.func (a rare, cheap case: such a function
+# is constant), which either agrees (zeros) or raises its clear error. A write into a tensor the
+# function closes over is refused by torch.func but not seen by the tape (docs/sharp_edges.md).
 def _tape_forward(fn: FlatFn, primals: Sequence[torch.Tensor], has_aux: bool) -> Reverse:
     with torch.enable_grad():  # NOTE [grad mode]
         leaves = [_tape_leaf(p) for p in primals]
@@ -435,6 +456,13 @@ def func_call(call: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> A
     except RuntimeError as e:
         if hooks.is_legacy_function_error(e):
             raise LegacyFunctionError(f"{call}: " + LEGACY_FUNCTION_HINT.format(where=call)) from e
+        if hooks.is_unsupported_in_transform_error(e):
+            text = str(e).split("\n")[0]
+            raise TypeError(
+                f"{call}: the function does something a transformed function may not do; "
+                f"torch says: {text} Pass the tensor as an argument, or use this library's "
+                "transforms (grad, jacrev, jacfwd, vjp, jvp) instead of torch.autograd inside."
+            ) from e
         raise
 
 

@@ -28,6 +28,8 @@ __all__ = [
     "is_saved_tensors_hooks_disabled_error",
     "is_inference_tensor_save_error",
     "is_zero_tensor",
+    "wrap_for_level",
+    "is_unsupported_in_transform_error",
 ]
 
 
@@ -217,3 +219,32 @@ def carries_derivative(x: torch.Tensor) -> bool:
         if not is_wrapped(x):
             return False
         x = unwrap(x)
+
+
+def wrap_for_level(x: torch.Tensor, level: int) -> torch.Tensor:
+    """``x`` wrapped at functorch ``level`` without tracking, as torch.func wraps every argument.
+
+    torch.func's transforms wrap all tensor arguments at their level, so a function may write in
+    place into an argument it does not differentiate; a tensor that is not wrapped counts as
+    captured, and writing into it is refused. Arguments our transforms do not differentiate
+    reach the function through a closure, so they are wrapped the same way.
+    """
+    try:
+        wrap = torch._C._functorch._wrap_for_grad
+    except AttributeError as e:  # pragma: no cover - depends on the torch version
+        raise _missing("torch._C._functorch._wrap_for_grad") from e
+    return wrap(x, level)
+
+
+_UNSUPPORTED_INSIDE_TRANSFORM = (
+    # torch.autograd.functional.* or requires_grad_() on a transformed input
+    "inside of a function being transformed by a functorch transform",
+    # an in-place write into a tensor the function closes over
+    "that would mutate a captured Tensor",
+)
+
+
+def is_unsupported_in_transform_error(err: BaseException) -> bool:
+    """torch.func's refusal of an operation a transformed function may not do."""
+    text = str(err)
+    return isinstance(err, RuntimeError) and any(t in text for t in _UNSUPPORTED_INSIDE_TRANSFORM)

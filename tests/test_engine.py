@@ -195,3 +195,57 @@ def test_legacy_function_runs_on_the_tape_even_under_no_grad():
 def test_legacy_function_under_inference_mode_is_a_clear_error():
     with torch.inference_mode(), pytest.raises(_engine.LegacyFunctionError, match="legacy"):
         fu.grad(lambda x: LegacySquare.apply(x).sum())(torch.ones(2))
+
+
+# NOTE [tape blind spots]: where the tape cannot give torch.func's answer, torch.func's path.
+
+
+def test_autograd_functional_inside_grad_is_refused_not_zero():
+    x = torch.tensor([1.0, 2.0])
+
+    def g(x):
+        return torch.autograd.functional.jacobian(lambda y: y**3, x).sum()
+
+    with pytest.raises(TypeError, match=r"grad\(g\): the function does something"):
+        fu.grad(g)(x)
+
+
+def test_a_constant_function_still_gets_zeros_on_every_engine():
+    c = torch.tensor(3.0)
+    torch.testing.assert_close(fu.grad(lambda x: c)(torch.ones(2)), torch.zeros(2))
+    torch.testing.assert_close(
+        fu.jacrev(lambda x: c * torch.ones(2))(torch.ones(3)), torch.zeros(2, 3)
+    )
+
+
+@pytest.mark.parametrize("transform", ["jacfwd", "jacrev", "grad", "vmap_grad"])
+def test_in_place_write_into_a_non_differentiated_argument(transform):
+    # torch.func wraps every argument at its level; so do we (wrap_for_level)
+    x = torch.tensor([1.0, 2.0])
+
+    def k(x, buf):
+        buf.copy_(x * 2)
+        return (buf * x).sum() if transform.endswith("grad") else buf * x
+
+    if transform == "jacfwd":
+        got, want = fu.jacfwd(k)(x, torch.zeros(2)), torch.func.jacfwd(k)(x, torch.zeros(2))
+    elif transform == "jacrev":
+        got, want = fu.jacrev(k)(x, torch.zeros(2)), torch.func.jacrev(k)(x, torch.zeros(2))
+    elif transform == "grad":
+        got, want = fu.grad(k)(x, torch.zeros(2)), torch.func.grad(k)(x, torch.zeros(2))
+    else:
+        xs = torch.stack([x, 2 * x])
+        got = fu.vmap(fu.grad(k))(xs, torch.zeros(2, 2))
+        want = torch.func.vmap(torch.func.grad(k))(xs, torch.zeros(2, 2))
+    torch.testing.assert_close(got, want)
+
+
+def test_in_place_write_into_a_captured_tensor_under_a_transform_is_a_clear_error():
+    cap = torch.zeros(2)
+
+    def h(x):
+        cap.copy_(x)
+        return (cap * x).sum()
+
+    with pytest.raises(TypeError, match="mutate a captured Tensor"):
+        fu.vmap(fu.grad(h))(torch.ones(3, 2))

@@ -131,3 +131,33 @@ def test_is_compiling_is_false_in_eager():
 
 # ---------------------------------------------------------------------------------------------
 # vmap_error_kind: torch.func.vmap's texts for a user's mistakes in the batched function
+
+
+def test_wrap_for_level_lets_a_transformed_function_write_into_an_argument():
+    buf = torch.zeros(2)
+
+    def k(x):
+        b = hooks.wrap_for_level(buf, hooks.current_level())
+        b.copy_(x * 2)
+        return (b * x).sum()
+
+    torch.testing.assert_close(
+        torch.func.grad(k)(torch.tensor([1.0, 2.0])), torch.tensor([4.0, 8.0])
+    )
+
+
+def test_unsupported_in_transform_error_texts_are_recognised():
+    cap = torch.zeros(2)
+
+    def mutate(x):
+        cap.copy_(x)
+        return x.sum()
+
+    def functional(x):
+        return torch.autograd.functional.jacobian(torch.sin, x).sum()
+
+    for fn in (mutate, functional):
+        with pytest.raises(RuntimeError) as info:
+            torch.func.grad(fn)(torch.ones(2))
+        assert hooks.is_unsupported_in_transform_error(info.value)
+    assert not hooks.is_unsupported_in_transform_error(RuntimeError("other"))
