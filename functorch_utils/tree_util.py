@@ -72,10 +72,10 @@ def _run(call: str, tree: Any, op: Callable[[], T]) -> T:
     """
     try:
         return op()
-    except RecursionError:
-        pass  # outside the except block: the deep recursion is noise in the traceback
+    except RecursionError as e:
+        error = e  # leave the except block: the deep recursion is noise in the traceback
     flatten(tree, call=call)
-    return op()  # the walk found nothing: optree's own error stands
+    raise error  # the tree is fine: the recursion came from elsewhere (a user function)
 
 
 def _structure_text(tree: Any) -> str:
@@ -85,20 +85,26 @@ def _structure_text(tree: Any) -> str:
         return describe(tree)
 
 
-def _up_to(call: str, spec: PyTreeSpec, tree: Any, other: Any, name: str) -> list[Any]:
-    """The subtrees of ``other`` at the leaves of ``spec`` (``tree``'s structure), or the error."""
-    try:
-        return spec.flatten_up_to(other)
-    except (ValueError, TypeError) as e:
-        raise ValueError(
-            message(
-                call,
-                f"{name} does not have the structure of tree",
-                f"tree's structure {spec} (deeper subtrees at its leaves are fine)",
-                _structure_text(other),
-                "Where they part:\n" + structure_errors(tree, other, "tree"),
-            )
-        ) from e
+def _check_rest(
+    call: str, tree: Any, rest: tuple[Any, ...], is_leaf: Any, error: Exception
+) -> None:
+    """After a multi-tree map failed: the error naming the first tree of ``rest`` whose structure
+    does not have ``tree``'s as a prefix (optree checks structures before calling ``f``, so when
+    they all match, ``error`` came from ``f`` and stands)."""
+    spec = optree.tree_structure(tree, is_leaf=is_leaf, **_KW)
+    for i, other in enumerate(rest):
+        try:
+            spec.flatten_up_to(other)
+        except (ValueError, TypeError):
+            raise ValueError(
+                message(
+                    call,
+                    f"rest[{i}] does not have the structure of tree",
+                    f"tree's structure {spec} (deeper subtrees at its leaves are fine)",
+                    _structure_text(other),
+                    "Where they part:\n" + structure_errors(tree, other, "tree"),
+                )
+            ) from error
 
 
 def tree_map(
@@ -121,11 +127,12 @@ def tree_map(
         >>> tree_map(lambda a, b: (a, b), [1, 2], [[3, 4], {"k": 5}])
         [(1, [3, 4]), (2, {'k': 5})]
     """
-    leaves, spec = _run(_MAP, tree, lambda: optree.tree_flatten(tree, is_leaf=is_leaf, **_KW))
-    if not rest:
-        return spec.unflatten(map(f, leaves))
-    others = [_up_to(_MAP, spec, tree, r, f"rest[{i}]") for i, r in enumerate(rest)]
-    return spec.unflatten(map(f, leaves, *others))
+    try:
+        return _run(_MAP, tree, lambda: optree.tree_map(f, tree, *rest, is_leaf=is_leaf, **_KW))
+    except (ValueError, TypeError) as e:
+        if rest:
+            _check_rest(_MAP, tree, rest, is_leaf, e)
+        raise
 
 
 def tree_map_with_path(
@@ -142,11 +149,16 @@ def tree_map_with_path(
         >>> tree_map_with_path(lambda p, x: keystr(p), {"a": [1, 2]})
         {'a': ["['a'][0]", "['a'][1]"]}
     """
-    paths, leaves, spec = _run(
-        _MAP_PATH, tree, lambda: optree.tree_flatten_with_path(tree, is_leaf=is_leaf, **_KW)
-    )
-    others = [_up_to(_MAP_PATH, spec, tree, r, f"rest[{i}]") for i, r in enumerate(rest)]
-    return spec.unflatten(map(f, paths, leaves, *others))
+    try:
+        return _run(
+            _MAP_PATH,
+            tree,
+            lambda: optree.tree_map_with_path(f, tree, *rest, is_leaf=is_leaf, **_KW),
+        )
+    except (ValueError, TypeError) as e:
+        if rest:
+            _check_rest(_MAP_PATH, tree, rest, is_leaf, e)
+        raise
 
 
 def tree_flatten(
@@ -320,7 +332,17 @@ def tree_transpose(
         if not (isinstance(spec, PyTreeSpec) or (spec is None and name == "inner_treedef")):
             raise_type(call, f"{name} is not a treedef", "a PyTreeDef", describe(spec))
     if inner_treedef is None:
-        subtrees = _up_to(call, outer_treedef, outer_treedef, pytree, "pytree")
+        try:
+            subtrees = outer_treedef.flatten_up_to(pytree)
+        except (ValueError, TypeError) as e:
+            raise TypeError(
+                message(
+                    call,
+                    "structure mismatch: pytree does not have outer_treedef's structure",
+                    f"{outer_treedef} at the top",
+                    _structure_text(pytree),
+                )
+            ) from e
         inner_treedef = tree_structure(subtrees[0]) if subtrees else tree_structure(None)
     try:
         return optree.tree_transpose(outer_treedef, inner_treedef, pytree)

@@ -205,6 +205,23 @@ def test_tree_map_errors_of_f_pass_through_unchanged():
         tu.tree_map(f, [1], [2])
 
 
+def test_tree_map_recursion_error_of_f_passes_through():
+    def f(x):
+        return f(x)
+
+    with pytest.raises(RecursionError):
+        tu.tree_map(f, [1, (2,)])
+
+
+def test_tree_transpose_infers_inner_and_checks_outer():
+    outer = tu.tree_structure([0, 0])
+    assert tu.tree_transpose(outer, None, [{"a": 1}, {"a": 2}]) == {"a": [1, 2]}
+    with pytest.raises(
+        TypeError, match=re.escape("structure mismatch: pytree does not have outer_treedef's")
+    ):
+        tu.tree_transpose(outer, None, ({"a": 1}, {"a": 2}))
+
+
 @pytest.mark.parametrize(
     "leaves, where",
     [
