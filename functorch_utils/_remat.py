@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import functools
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -37,7 +37,8 @@ import torch.utils.checkpoint
 from torch.overrides import TorchFunctionMode
 
 from . import _pytree, _torch_hooks
-from ._errors import check_callable, fun_name, message
+from ._argnums import check_argnums, resolve_argnums
+from ._errors import check_bool, check_callable, fun_name, message
 
 __all__ = ["checkpoint", "remat", "stop_gradient"]
 
@@ -70,7 +71,12 @@ def stop_gradient(tree: Any, /) -> Any:
 # checkpoint
 
 
-def checkpoint(fun: Callable[..., Any]) -> Callable[..., Any]:
+def checkpoint(
+    fun: Callable[..., Any],
+    *,
+    prevent_cse: bool = True,
+    static_argnums: int | Sequence[int] = (),
+) -> Callable[..., Any]:
     """Recompute ``fun``'s forward pass in the backward pass instead of storing it (``jax.checkpoint``).
 
     Same values and derivatives as ``fun`` under every transform and at every order, including
@@ -89,6 +95,13 @@ def checkpoint(fun: Callable[..., Any]) -> Callable[..., Any]:
     statistics, or a tensor the caller changed before the backward pass), the backward pass raises
     ``ValueError`` instead of recomputing with other values.
 
+    Args:
+        fun: the function to checkpoint, of any pytrees.
+        prevent_cse: taken for JAX compatibility; nothing here merges common subexpressions, so
+            it changes nothing.
+        static_argnums: taken for JAX compatibility (positions of arguments JAX does not trace);
+            every argument may be a non-tensor here already, so they are only checked to exist.
+
     Example:
         >>> import torch
         >>> from functorch_utils import checkpoint, grad
@@ -100,9 +113,18 @@ def checkpoint(fun: Callable[..., Any]) -> Callable[..., Any]:
         tensor(0.0770)
     """
     check_callable("checkpoint", fun)
+    check_bool("checkpoint", fun, "prevent_cse", prevent_cse)
+    static: tuple[int, ...] = ()
+    if not (isinstance(static_argnums, (tuple, list)) and len(static_argnums) == 0):
+        static = check_argnums("checkpoint", fun_name(fun), static_argnums, what="static_argnums")[
+            0
+        ]
 
     @functools.wraps(fun)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
+        if static:
+            call = f"checkpoint({fun_name(fun)})(...)"
+            resolve_argnums(call, static, len(args), what="static_argnums")
         if not _on_tape():
             return fun(*args, **kwargs)
         return _recompute_on_tape(fun, args, kwargs)

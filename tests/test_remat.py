@@ -282,8 +282,20 @@ def test_checkpoint_keyword_arguments_and_pytree_inputs():
 
 
 def test_checkpoint_refuses_a_non_callable():
-    with pytest.raises(TypeError, match=re.escape("checkpoint")):
+    with pytest.raises(TypeError, match=re.escape("checkpoint(fun): fun is not callable")):
         fu.checkpoint(3)
+
+
+def test_checkpoint_takes_jax_keywords():
+    block = fu.checkpoint(lambda x, n: x**n, static_argnums=(1,), prevent_cse=False)
+    tree_allclose(fu.grad(lambda x: block(x, 3).sum())(X), 3 * X**2)
+    tree_allclose(fu.grad(fu.checkpoint(torch.sin, static_argnums=()))(X[0]), X[0].cos())
+    with pytest.raises(TypeError, match=re.escape("checkpoint(sin, prevent_cse=1)")):
+        fu.checkpoint(torch.sin, prevent_cse=1)
+    with pytest.raises(TypeError, match=re.escape("static_argnums must be an int")):
+        fu.checkpoint(torch.sin, static_argnums="0")
+    with pytest.raises(TypeError, match=re.escape("static_argnums=2 is out of range")):
+        fu.checkpoint(torch.sin, static_argnums=2)(X)
 
 
 def test_remat_is_checkpoint():
