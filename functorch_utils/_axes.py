@@ -65,6 +65,11 @@ def bind(axis: Axis) -> Iterator[None]:
         stack.pop()
 
 
+def any_bound() -> bool:
+    """Whether any axis name is bound on this thread (a named ``vmap`` or ``pmap`` is active)."""
+    return bool(_ENV.stack)
+
+
 def _is_array(x: Any) -> bool:
     return isinstance(x, torch.Tensor) or hasattr(x, "__array__") or hasattr(x, "__dlpack__")
 

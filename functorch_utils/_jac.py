@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import torch.func
 
-from . import _engine, _pytree
+from . import _axes, _engine, _pytree
 from ._argnums import check_argnums, resolve_argnums
 from ._errors import check_bool, check_callable, describe, fun_name, raise_type, raise_value
 from ._grad import grad
@@ -309,7 +309,9 @@ def hessian(
 
     The composition is reverse-over-reverse: it measured faster than forward-over-reverse on CPU
     (and on an H100), and it needs no forward-mode rules, so functions with ops or
-    ``autograd.Function``s that lack forward mode work too. The values are the same. ``has_aux``
+    ``autograd.Function``s that lack forward mode work too. The values are the same, except
+    inside a named ``vmap`` where collectives can make the per-member matrix unsymmetric: there
+    it is ``jacfwd(jacrev(fun))`` itself, as in JAX. ``has_aux``
     is supported (``torch.func.hessian`` has none); ``chunk_size`` (torch extra) bounds how many
     rows of the Hessian are computed at once.
 
@@ -324,9 +326,18 @@ def hessian(
     inner = _make_jacrev(fun, argnums, has_aux, holomorphic, False, None, "hessian")
     # torch.func even at top level: batched double backward on the tape measured 3x slower
     # than torch.func's jacrev(jacrev) (200-d logsumexp, CPU).
-    return _make_jacrev(
+    rev_rev = _make_jacrev(
         inner, argnums, has_aux, holomorphic, False, chunk_size, "hessian", tape=False
     )
+    fwd_rev = jacfwd(inner, argnums, has_aux, holomorphic, chunk_size=chunk_size)
+
+    @functools.wraps(fun)
+    def hess_fn(*args: Any, **kwargs: Any) -> Any:
+        # Under a named axis, collectives make the per-member "Hessian" unsymmetric; JAX's
+        # definition, jacfwd(jacrev), is the one that gives JAX's values there.
+        return (fwd_rev if _axes.any_bound() else rev_rev)(*args, **kwargs)
+
+    return hess_fn
 
 
 def hvp(

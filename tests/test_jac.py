@@ -158,3 +158,19 @@ def test_outer_autograd_through_jacobian():
     j = fu.jacrev(lambda x: x**3)(x)
     j.sum().backward()
     torch.testing.assert_close(x.grad, 6 * x.detach())
+
+
+def test_hessian_inside_a_named_vmap_with_a_collective_is_jaxs_jacfwd_of_jacrev():
+    # With psum the per-member matrix is not symmetric; JAX's hessian is jacfwd(jacrev(f)).
+    def f(x):
+        s = fu.psum(x, "i")
+        return torch.sin(x[0]) * s[1] + x[1] ** 2 * s[0]
+
+    xs = torch.tensor([[1.0, 2.0], [3.0, 4.0], [0.5, -1.0]], dtype=torch.float64)
+    got = fu.vmap(fu.hessian(f), axis_name="i")(xs)
+    want = fu.vmap(fu.jacfwd(fu.jacrev(f)), axis_name="i")(xs)
+    torch.testing.assert_close(got, want)
+    # values from jax.vmap(jax.hessian(f), axis_name="i") on the same inputs (float64)
+    torch.testing.assert_close(
+        got[0], torch.tensor([[-4.20735492, 11.62090692], [12.42789237, 9.0]], dtype=torch.float64)
+    )
