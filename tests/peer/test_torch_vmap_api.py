@@ -1211,3 +1211,301 @@ def test_vmap_escaped_error():
     torch.testing.assert_close(vmap(f)(x), x**2)
     with pytest.raises(RuntimeError, match="your tensor may have escaped from inside a function"):
         escaped.sin()
+
+
+# --------------------------------------------------------------------------------------------
+# chunk_size (TestVmapOperators)
+# --------------------------------------------------------------------------------------------
+
+
+def _chunk_cases(in_dim, out_dim, randomness):
+    x = torch.randn(4, 5, 6)
+    y = torch.randn_like(x)
+    noisy = randomness != "error"
+
+    def f(x):
+        y = x.sin()
+        return y + torch.rand_like(x) if noisy else y
+
+    def f1(pair):
+        x, y = pair
+        z = x.sin() + y.cos()
+        return z + torch.rand_like(z) if noisy else z
+
+    def f2(x):
+        y = f(x)
+        return {"out": y, "out1": y + 2}
+
+    def f3(inp_dict):
+        z = inp_dict["inp"].sin() + inp_dict["inp1"].cos()
+        z = z + torch.rand_like(z) if noisy else z
+        return {"z": z, "tuple": (z, z + 1)}
+
+    def f4(inp_dict):
+        z = inp_dict["inp"] + inp_dict["inp1"].cos()
+        z = z + torch.rand_like(z) if noisy else z
+        return {"z": z, "tuple": (z, z + 1)}
+
+    x0 = x.index_select(in_dim, torch.tensor([0])).squeeze(in_dim)
+    return (
+        (f, (x,), in_dim),
+        (f1, ((x, y),), ((in_dim, in_dim),)),
+        (f2, (x,), in_dim),
+        (f3, ({"inp": x0, "inp1": y},), ({"inp": None, "inp1": in_dim},)),
+        (f4, ({"inp": 2.0, "inp1": y},), ({"inp": None, "inp1": in_dim},)),
+    )
+
+
+@pytest.mark.parametrize("randomness", ["error", "same"])
+@pytest.mark.parametrize("out_dim", [0, 1])
+@pytest.mark.parametrize("in_dim", [0, 1])
+def test_vmap_chunksize_pytrees(in_dim, out_dim, randomness):
+    """torch test/functorch/test_vmap.py::TestVmapOperators::test_vmap_chunksize (nested inputs and
+    outputs, an unmapped subtree and a non-tensor leaf; chunked equals unchunked)"""
+    for fn, args, in_axes in _chunk_cases(in_dim, out_dim, randomness):
+        kw = dict(in_axes=in_axes, out_axes=out_dim, randomness=randomness)
+        rs = torch.get_rng_state()
+        expected = vmap(fn, **kw)(*args)
+        for chunk_size in (1, 2, 3, 4, 7, 10, 16, 100):
+            torch.set_rng_state(rs)
+            assert_tree_close(vmap(fn, chunk_size=chunk_size, **kw)(*args), expected)
+
+
+@pytest.mark.parametrize("out_dim", [0, 1])
+@pytest.mark.parametrize("in_dim", [0, 1])
+def test_vmap_chunksize_error(in_dim, out_dim):
+    """torch test/functorch/test_vmap.py::TestVmapOperators::test_vmap_chunksize_error
+
+    A chunk_size that is not positive is refused when vmap is built (a TypeError or a ValueError
+    naming chunk_size); an out_axes that does not fit the output is a ValueError with chunks too.
+    """
+    x = torch.randn(4, 5, 6)
+    for chunk_size in (-1, 0):
+        with pytest.raises((TypeError, ValueError), match="chunk_size must be a positive int"):
+            vmap(torch.sin, in_axes=in_dim, out_axes=out_dim, chunk_size=chunk_size)
+    with pytest.raises(ValueError, match="out_axes is not a pytree prefix of the output"):
+        vmap(torch.sin, in_axes=in_dim, out_axes=(out_dim, out_dim), chunk_size=2)(x)
+
+
+@pytest.mark.parametrize("randomness", ["error", "same"])
+@pytest.mark.parametrize("out_dim", [0, 1])
+@pytest.mark.parametrize("in_dim", [0, 1])
+def test_vmap_chunksize_composition(in_dim, out_dim, randomness):
+    """torch test/functorch/test_vmap.py::TestVmapOperators::test_vmap_chunksize_composition"""
+    for fn, args, _ in _chunk_cases(in_dim, out_dim, randomness)[:3]:
+        kw = dict(in_axes=in_dim, out_axes=out_dim, randomness=randomness)
+        rs = torch.get_rng_state()
+        expected = vmap(vmap(fn, **kw), **kw)(*args)
+        for chunk_size in (1, 2, 3, 4, 7, 10, 16, 100):
+            torch.set_rng_state(rs)
+            actual = vmap(vmap(fn, chunk_size=chunk_size, **kw), chunk_size=chunk_size, **kw)(*args)
+            assert_tree_close(actual, expected)
+
+
+# --------------------------------------------------------------------------------------------
+# TestVmapBatchedGradient: vmap over autograd.grad with batched cotangents, against a loop
+# --------------------------------------------------------------------------------------------
+
+
+def _differentiable(args):
+    args = args if isinstance(args, (tuple, list)) else (args,)
+    return tuple(a for a in args if isinstance(a, torch.Tensor) and a.requires_grad)
+
+
+def _construct_v(output, batch_size, contig):
+    if contig:
+        return torch.randn(batch_size, *output.shape, dtype=output.dtype)
+    return torch.randn(*output.shape, batch_size, dtype=output.dtype).movedim(-1, 0)
+
+
+def _loop_vs_vmap(fn, batched):
+    result = vmap(fn)(*batched)
+    n = batched[0].shape[0]
+    per = [fn(*(b[i] for b in batched)) for i in range(n)]
+    expected = tuple(torch.stack(parts) for parts in zip(*per))
+    assert_tree_close(result, expected)
+
+
+def _batched_grad_test(op, args, kwargs=None, output_process_fn=lambda x: x, batch_size=3):
+    outputs = _differentiable(output_process_fn(op(*args, **(kwargs or {}))))
+    for contig in (True, False):
+        vectors = tuple(_construct_v(out, batch_size, contig) for out in outputs)
+
+        def vector_jacobian_product(*v):
+            return torch.autograd.grad(outputs, _differentiable(args), v, retain_graph=True)
+
+        _loop_vs_vmap(vector_jacobian_product, vectors)
+
+
+def _batched_grad_grad_test(op, args, kwargs=None, batch_size=3):
+    outputs = _differentiable(op(*args, **(kwargs or {})))
+    ones = tuple(torch.ones_like(out) for out in outputs)
+    first = torch.autograd.grad(outputs, _differentiable(args), ones, create_graph=True)
+    first = _differentiable(first)
+    assert len(first) > 0
+    for contig in (True, False):
+        vectors = tuple(_construct_v(g, batch_size, contig) for g in first)
+
+        def vector_hessian_product(*v):
+            outs = torch.autograd.grad(
+                first, _differentiable(args), v, retain_graph=True, allow_unused=True
+            )
+            return tuple(o for o in outs if o is not None)
+
+        _loop_vs_vmap(vector_hessian_product, vectors)
+
+
+def _rand_no_zeros(*shape):
+    return torch.rand(*shape).clamp_min_(0.1).requires_grad_()
+
+
+@pytest.mark.parametrize(
+    "op",
+    [torch.add, torch.sub, torch.mul, torch.div, lambda x, y: x * y, lambda x, y: x / y],
+    ids=["add", "sub", "mul", "div", "mul_dunder", "div_dunder"],
+)
+def test_batched_gradient_arithmetic(op):
+    """torch test/functorch/test_vmap.py::TestVmapBatchedGradient::test_add (and test_sub,
+    test_mul, test_div)"""
+    x = torch.randn(2, 3, requires_grad=True)
+    y = _rand_no_zeros(2, 3)
+    _batched_grad_test(op, (x, y))
+    _batched_grad_test(op, (3.14, y))
+    _batched_grad_test(op, (x, 3.14))
+    if op not in (torch.add, torch.sub):
+        _batched_grad_grad_test(op, (x, y))
+
+
+def test_batched_gradient_binary_cross_entropy():
+    """torch test/functorch/test_vmap.py::TestVmapBatchedGradient::test_binary_cross_entropy"""
+    x = torch.sigmoid(torch.randn(3, 2, requires_grad=True))
+    op = functools.partial(F.binary_cross_entropy, target=torch.rand(3, 2))
+    _batched_grad_test(op, (x,))
+    _batched_grad_grad_test(op, (x,))
+
+
+@pytest.mark.parametrize(
+    "name", ["log_softmax", "lgamma", "log", "logsumexp", "log1p", "sigmoid", "index"]
+)
+def test_batched_gradient_unary(name):
+    """torch test/functorch/test_vmap.py::TestVmapBatchedGradient::test_log_softmax (and
+    test_lgamma, test_log, test_logsumexp, test_log1p, test_sigmoid, test_index): first and second
+    derivatives"""
+    index = torch.tensor([[0, 0], [1, 1]])
+    ops = {
+        "log_softmax": functools.partial(torch.log_softmax, dim=-1),
+        "lgamma": Tensor.lgamma,
+        "log": torch.log,
+        "logsumexp": lambda x: torch.logsumexp(x, -1),
+        "log1p": torch.log1p,
+        "sigmoid": Tensor.sigmoid,
+        "index": lambda x: (x * x)[index],
+    }
+    positive = name in ("log", "logsumexp", "log1p")
+    x = _rand_no_zeros(2, 3) if positive else torch.randn(2, 3, requires_grad=True)
+    _batched_grad_test(ops[name], (x,))
+    _batched_grad_grad_test(ops[name], (x,))
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["expand", "permute", "reshape", "select", "slice", "diagonal", "trace", "threshold"],
+)
+def test_batched_gradient_views(name):
+    """torch test/functorch/test_vmap.py::TestVmapBatchedGradient::test_expand (and test_permute,
+    test_reshape, test_select, test_slice, test_diagonal, test_trace, test_threshold)"""
+    x = torch.randn(2, 3, 5, requires_grad=True)
+    m = torch.randn(2, 3, requires_grad=True)
+    cases = {
+        "expand": [(lambda x: x.expand(5, 5, 2, 3), m)],
+        "permute": [(lambda x: x.permute(2, 0, 1), x)],
+        "reshape": [(lambda x: x.reshape([2 * 3, 5]), x)],
+        "select": [
+            (lambda x: x[1], m),
+            (lambda x: x.select(1, 2), m),
+            (lambda x: x.select(-1, 0), m),
+        ],
+        "slice": [(lambda x: x[0:1], x), (lambda x: x[:, 1:3], x), (lambda x: x[..., 1:3], x)],
+        "diagonal": [(lambda x: x.diagonal(1, 0, 1), m), (lambda x: x.diagonal(0, -1, -2), x)],
+        "trace": [(Tensor.trace, m)],
+        "threshold": [(lambda x: F.threshold(x, 0.5, 0.0), m)],
+    }
+    for op, arg in cases[name]:
+        _batched_grad_test(op, (arg,))
+
+
+@pytest.mark.parametrize("name", ["max", "median", "min"])
+def test_batched_gradient_reductions(name):
+    """torch test/functorch/test_vmap.py::TestVmapBatchedGradient::test_max (and test_median,
+    test_min)"""
+    x = torch.randn(2, 3, requires_grad=True)
+    _batched_grad_test(getattr(torch, name), (x,))
+
+
+def test_batched_gradient_stack():
+    """torch test/functorch/test_vmap.py::TestVmapBatchedGradient::test_stack"""
+    x, y = torch.randn(2, 3, requires_grad=True), torch.randn(2, 3, requires_grad=True)
+    _batched_grad_test(lambda x, y: torch.stack([x, y]), (x, y))
+
+
+def test_batched_gradient_trace_grad():
+    """torch test/functorch/test_vmap.py::TestVmapBatchedGradient::test_trace (the vmap of grad of
+    grad of trace part)"""
+    x = torch.randn(3, 2, 2)
+    output = vmap(fu.grad(lambda x: fu.grad(torch.trace)(x).sum()))(x)
+    torch.testing.assert_close(output, torch.zeros_like(output))
+
+
+def test_batched_gradient_where():
+    """torch test/functorch/test_vmap.py::TestVmapBatchedGradient::test_where
+
+    The one-argument where (nonzero) has a data-dependent shape: a TypeError that suggests the
+    three-argument torch.where, as docs/vmap.md says, instead of torch's RuntimeError.
+    """
+    x, y = torch.randn(3, 2), torch.ones(3, 2)
+    torch.testing.assert_close(
+        vmap(lambda x, y: torch.where(x > 0, x, y))(x, y), torch.where(x > 0, x, y)
+    )
+    t = torch.randint(0, 2, size=(4, 3), dtype=torch.float)
+    with pytest.raises(TypeError, match=r"torch\.where"):
+        vmap(lambda t: torch.where(t))(t)
+
+
+@pytest.mark.parametrize("name", ["inplace_view", "inplace_manyview"])
+def test_batched_gradient_inplace_views(name):
+    """torch test/functorch/test_vmap.py::TestVmapBatchedGradient::test_inplace_view (and
+    test_inplace_manyview)"""
+
+    def inplace_view(leaf):
+        view = (leaf * leaf)[0]
+        view.cos_()
+        return view
+
+    def inplace_manyview(leaf):
+        view = (leaf * leaf).transpose(0, 2)[1].diagonal()[::2]
+        view.cos_()
+        return view
+
+    if name == "inplace_view":
+        func, leaf = inplace_view, torch.randn(4, 5, requires_grad=True)
+    else:
+        func, leaf = inplace_manyview, torch.randn(4, 4, 5, requires_grad=True)
+    _batched_grad_test(func, (leaf,))
+    _batched_grad_grad_test(func, (leaf,))
+
+
+@pytest.mark.parametrize("call_before", [False, True])
+def test_batched_gradient_unrelated_output(call_before):
+    """torch test/functorch/test_vmap.py::TestVmapBatchedGradient::test_unrelated_output (and
+    test_unrelated_output_multiple_grad)"""
+    x = torch.randn([], requires_grad=True)
+    y = torch.randn([], requires_grad=True)
+    gy = torch.randn(3, requires_grad=True)
+
+    def vjp(v):
+        (res,) = torch.autograd.grad(y, x, v, allow_unused=True)
+        return torch.zeros_like(x) if res is None else res
+
+    if call_before:
+        vjp(gy[0])
+    torch.testing.assert_close(vmap(vjp)(gy), torch.zeros(3))
