@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal, overload
 
 import torch
 
@@ -13,6 +13,47 @@ from ._argnums import check_argnums, resolve_argnums
 from ._errors import check_bool, check_callable, describe, fun_name, raise_type
 
 __all__ = ["grad", "value_and_grad"]
+
+
+@overload
+def value_and_grad(
+    fun: Callable[..., Any],
+    argnums: int | tuple[int, ...] | list[int] = 0,
+    has_aux: Literal[False] = False,
+    holomorphic: bool = False,
+    allow_int: bool = False,
+) -> Callable[..., tuple[Any, Any]]: ...
+
+
+@overload
+def value_and_grad(
+    fun: Callable[..., Any],
+    argnums: int | tuple[int, ...] | list[int] = 0,
+    *,
+    has_aux: Literal[True],
+    holomorphic: bool = False,
+    allow_int: bool = False,
+) -> Callable[..., tuple[tuple[Any, Any], Any]]: ...
+
+
+@overload
+def value_and_grad(
+    fun: Callable[..., Any],
+    argnums: int | tuple[int, ...] | list[int],
+    has_aux: Literal[True],
+    holomorphic: bool = False,
+    allow_int: bool = False,
+) -> Callable[..., tuple[tuple[Any, Any], Any]]: ...
+
+
+@overload
+def value_and_grad(
+    fun: Callable[..., Any],
+    argnums: int | tuple[int, ...] | list[int] = 0,
+    has_aux: bool = False,
+    holomorphic: bool = False,
+    allow_int: bool = False,
+) -> Callable[..., Any]: ...
 
 
 def value_and_grad(
@@ -57,6 +98,47 @@ def value_and_grad(
     """
     check_callable("value_and_grad", fun)
     return _make(fun, argnums, has_aux, holomorphic, allow_int, "value_and_grad", with_value=True)
+
+
+@overload
+def grad(
+    fun: Callable[..., Any],
+    argnums: int | tuple[int, ...] | list[int] = 0,
+    has_aux: Literal[False] = False,
+    holomorphic: bool = False,
+    allow_int: bool = False,
+) -> Callable[..., Any]: ...
+
+
+@overload
+def grad(
+    fun: Callable[..., Any],
+    argnums: int | tuple[int, ...] | list[int] = 0,
+    *,
+    has_aux: Literal[True],
+    holomorphic: bool = False,
+    allow_int: bool = False,
+) -> Callable[..., tuple[Any, Any]]: ...
+
+
+@overload
+def grad(
+    fun: Callable[..., Any],
+    argnums: int | tuple[int, ...] | list[int],
+    has_aux: Literal[True],
+    holomorphic: bool = False,
+    allow_int: bool = False,
+) -> Callable[..., tuple[Any, Any]]: ...
+
+
+@overload
+def grad(
+    fun: Callable[..., Any],
+    argnums: int | tuple[int, ...] | list[int] = 0,
+    has_aux: bool = False,
+    holomorphic: bool = False,
+    allow_int: bool = False,
+) -> Callable[..., Any]: ...
 
 
 def grad(

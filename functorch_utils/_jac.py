@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal, overload
 
 import torch
 import torch.func
@@ -69,6 +69,54 @@ def _assemble(
 ) -> Any:
     """jac[i][j] (output leaf i, primal j) into the output tree of argument trees."""
     return flat.rebuild_out([inputs.unflatten(row, single) for row in jac])
+
+
+@overload
+def jacrev(
+    fun: Callable[..., Any],
+    argnums: int | tuple[int, ...] | list[int] = 0,
+    has_aux: Literal[False] = False,
+    holomorphic: bool = False,
+    allow_int: bool = False,
+    *,
+    chunk_size: int | None = None,
+) -> Callable[..., Any]: ...
+
+
+@overload
+def jacrev(
+    fun: Callable[..., Any],
+    argnums: int | tuple[int, ...] | list[int] = 0,
+    *,
+    has_aux: Literal[True],
+    holomorphic: bool = False,
+    allow_int: bool = False,
+    chunk_size: int | None = None,
+) -> Callable[..., tuple[Any, Any]]: ...
+
+
+@overload
+def jacrev(
+    fun: Callable[..., Any],
+    argnums: int | tuple[int, ...] | list[int],
+    has_aux: Literal[True],
+    holomorphic: bool = False,
+    allow_int: bool = False,
+    *,
+    chunk_size: int | None = None,
+) -> Callable[..., tuple[Any, Any]]: ...
+
+
+@overload
+def jacrev(
+    fun: Callable[..., Any],
+    argnums: int | tuple[int, ...] | list[int] = 0,
+    has_aux: bool = False,
+    holomorphic: bool = False,
+    allow_int: bool = False,
+    *,
+    chunk_size: int | None = None,
+) -> Callable[..., Any]: ...
 
 
 def jacrev(
@@ -199,6 +247,50 @@ def _basis(like: Sequence[torch.Tensor], r0: int, r1: int) -> list[torch.Tensor]
     return basis
 
 
+@overload
+def jacfwd(
+    fun: Callable[..., Any],
+    argnums: int | tuple[int, ...] | list[int] = 0,
+    has_aux: Literal[False] = False,
+    holomorphic: bool = False,
+    *,
+    chunk_size: int | None = None,
+) -> Callable[..., Any]: ...
+
+
+@overload
+def jacfwd(
+    fun: Callable[..., Any],
+    argnums: int | tuple[int, ...] | list[int] = 0,
+    *,
+    has_aux: Literal[True],
+    holomorphic: bool = False,
+    chunk_size: int | None = None,
+) -> Callable[..., tuple[Any, Any]]: ...
+
+
+@overload
+def jacfwd(
+    fun: Callable[..., Any],
+    argnums: int | tuple[int, ...] | list[int],
+    has_aux: Literal[True],
+    holomorphic: bool = False,
+    *,
+    chunk_size: int | None = None,
+) -> Callable[..., tuple[Any, Any]]: ...
+
+
+@overload
+def jacfwd(
+    fun: Callable[..., Any],
+    argnums: int | tuple[int, ...] | list[int] = 0,
+    has_aux: bool = False,
+    holomorphic: bool = False,
+    *,
+    chunk_size: int | None = None,
+) -> Callable[..., Any]: ...
+
+
 def jacfwd(
     fun: Callable[..., Any],
     argnums: int | tuple[int, ...] | list[int] = 0,
@@ -295,6 +387,50 @@ def _jacfwd_rows(
             ]
         )
     return jac, (stash.get(aux_t) if has_aux else None)
+
+
+@overload
+def hessian(
+    fun: Callable[..., Any],
+    argnums: int | tuple[int, ...] | list[int] = 0,
+    has_aux: Literal[False] = False,
+    holomorphic: bool = False,
+    *,
+    chunk_size: int | None = None,
+) -> Callable[..., Any]: ...
+
+
+@overload
+def hessian(
+    fun: Callable[..., Any],
+    argnums: int | tuple[int, ...] | list[int] = 0,
+    *,
+    has_aux: Literal[True],
+    holomorphic: bool = False,
+    chunk_size: int | None = None,
+) -> Callable[..., tuple[Any, Any]]: ...
+
+
+@overload
+def hessian(
+    fun: Callable[..., Any],
+    argnums: int | tuple[int, ...] | list[int],
+    has_aux: Literal[True],
+    holomorphic: bool = False,
+    *,
+    chunk_size: int | None = None,
+) -> Callable[..., tuple[Any, Any]]: ...
+
+
+@overload
+def hessian(
+    fun: Callable[..., Any],
+    argnums: int | tuple[int, ...] | list[int] = 0,
+    has_aux: bool = False,
+    holomorphic: bool = False,
+    *,
+    chunk_size: int | None = None,
+) -> Callable[..., Any]: ...
 
 
 def hessian(
