@@ -24,11 +24,7 @@ from torch.func import functional_call, stack_module_state
 import functorch_utils as fu
 from functorch_utils import tree_util
 
-TORCH = "torch test/functorch/test_eager_transforms.py"
-
 SHARP = "docs/sharp_edges.md#differences-from-torchfunc"
-COMING = "docs/coming_from_torch_func.md#behaviour"
-NAMES = "docs/coming_from_torch_func.md#names-and-signatures"
 
 GRAD_MODE_BUG = "bug: top-level transforms return zeros under no_grad/inference_mode"
 
