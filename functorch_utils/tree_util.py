@@ -570,7 +570,8 @@ def register_pytree_node(
 
     def checked_flatten(x: Any) -> Any:
         out = flatten_func(x)
-        if not (isinstance(out, tuple) and len(out) == 2 and isinstance(out[0], Iterable)):
+        # optree also accepts (children, aux_data, entries): let that through too
+        if not (isinstance(out, tuple) and len(out) in (2, 3) and isinstance(out[0], Iterable)):
             raise_value(
                 call,
                 "flatten_func must return a (children, aux_data) tuple with iterable children",
