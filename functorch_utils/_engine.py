@@ -129,6 +129,7 @@ class Inputs:
         return out[0] if single else tuple(out)
 
 
+_STRIDED = torch.strided
 _FLOAT_DTYPE_HINT = "a floating-point or complex tensor, or a Python float"
 
 
@@ -145,13 +146,24 @@ def prepare_inputs(
     for k in inputs.positions:
         arg = args[k]
         floats, part = _pytree.partition(arg, _pytree.is_float_like)
-        picked = set(part.picked)
-        for i, leaf in enumerate(part.leaves):
-            if i not in picked:
-                _check_constant_leaf(call, k, arg, i, leaf, allow_int)
+        if len(floats) != len(part.leaves):
+            picked = set(part.picked)
+            for i, leaf in enumerate(part.leaves):
+                if i not in picked:
+                    _check_constant_leaf(call, k, arg, i, leaf, allow_int)
         lo = len(inputs.primals)
+        primals = inputs.primals
         for i, leaf in zip(part.picked, floats):
-            inputs.primals.append(_as_primal(call, k, arg, i, leaf, holomorphic, complex_ok))
+            if (  # the common case, checked cheaply: a dense real floating tensor
+                not holomorphic
+                and isinstance(leaf, torch.Tensor)
+                and leaf.is_floating_point()
+                and leaf.layout is _STRIDED
+                and not leaf.is_nested
+            ):
+                primals.append(leaf)
+            else:
+                primals.append(_as_primal(call, k, arg, i, leaf, holomorphic, complex_ok))
         inputs.parts.append(part)
         inputs.spans[k] = (lo, len(inputs.primals))
     return inputs

@@ -144,12 +144,16 @@ def is_inference_tensor_save_error(err: BaseException) -> bool:
     ) and "Inference tensors cannot be saved for backward" in str(err)
 
 
+_IS_ZEROTENSOR: Callable[[torch.Tensor], bool] | None = getattr(
+    torch.Tensor, "_is_zerotensor", None
+)
+
+
 def is_zero_tensor(x: torch.Tensor) -> bool:
     """Whether ``x`` is torch's internal ZeroTensor (forward mode returns it for zero tangents)."""
-    try:
-        return bool(x._is_zerotensor())
-    except AttributeError as e:  # pragma: no cover - depends on the torch version
-        raise _missing("Tensor._is_zerotensor") from e
+    if _IS_ZEROTENSOR is None:  # pragma: no cover - depends on the torch version
+        raise _missing("Tensor._is_zerotensor")
+    return _IS_ZEROTENSOR(x)
 
 
 def is_saved_tensors_hooks_disabled_error(err: BaseException) -> bool:
