@@ -16,7 +16,15 @@ import torch
 
 from ._errors import describe, message, raise_type, raise_value
 
-__all__ = ["Axis", "UnboundAxisNameError", "bind", "check_name", "lookup", "lookup_all"]
+__all__ = [
+    "Axis",
+    "UnboundAxisNameError",
+    "bind",
+    "bound",
+    "check_name",
+    "lookup",
+    "lookup_all",
+]
 
 
 class UnboundAxisNameError(NameError):
@@ -68,6 +76,16 @@ def bind(axis: Axis) -> Iterator[None]:
 def any_bound() -> bool:
     """Whether any axis name is bound on this thread (a named ``vmap`` or ``pmap`` is active)."""
     return bool(_ENV.stack)
+
+
+def bound() -> tuple[Axis, ...]:
+    """The axes bound in this thread now, outermost first (empty outside every named vmap).
+
+    For transforms whose answer depends on whether collectives may be in play (a Hessian inside
+    a named vmap is only JAX's as forward-over-reverse), and for code that re-runs a body later
+    and must bind the same names again.
+    """
+    return tuple(_ENV.stack)
 
 
 def _is_array(x: Any) -> bool:

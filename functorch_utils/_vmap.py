@@ -255,6 +255,13 @@ def _check_options(
             "an int in [0, 2**63 - 1]",
             describe(axis_size),
         )
+    if not isinstance(randomness, str):
+        raise_type(
+            build,
+            "randomness must be a string",
+            "'error', 'different' or 'same'",
+            describe(randomness),
+        )
     if randomness not in _RANDOMNESS:
         raise_value(
             build,
@@ -391,7 +398,7 @@ class _Call:
         self.inputs = inputs
         self.size = size
         self.token = token  # the last flat input is the axis token
-        self.out = Stash()
+        self.out: Stash | None = None  # made by the body when it needs one
         self.plan: list[int | None] | None = None
         self.unmapped: list[torch.Tensor] = []
         self.out_axis = 0
@@ -440,10 +447,6 @@ class _Vmap:
         self.axes_by_spec: _Cache[optree.PyTreeSpec, list[Any]] = _Cache(64)
         # torch.func.vmap(_body, ...), keyed by the mapped dims of the flat inputs
         self.runners: _Cache[tuple[int, ...], Callable[..., Any]] = _Cache(64)
-
-    def __call__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        state, flat, in_dims = self.prepare(args, kwargs)
-        return self.rebuild(state, self.run(state, flat, in_dims))
 
     # -- prepare: leaves, their axes, the size, the token
 
@@ -651,6 +654,7 @@ class _Vmap:
             # Plain dicts/lists/tuples of tensors at axis 0: torch.func unwraps them itself, as it
             # does for raw torch.func.vmap, and hands back the same structure.
             return out
+        state.out = Stash()
         tensors = state.out.put(out)
         mapped: list[torch.Tensor] = []
         unmapped: list[torch.Tensor] = []
@@ -699,7 +703,7 @@ class _Vmap:
         return [ax for leaf, ax in zip(leaves, full) if isinstance(leaf, torch.Tensor)]
 
     def _out_label(self, state: _Call, out: Any, k: int) -> str:
-        assert state.out.part is not None
+        assert state.out is not None and state.out.part is not None
         return leaf_names(out, "out")[state.out.part.picked[k]]
 
     def _varies_error(self, state: _Call, out: Any, k: int, t: torch.Tensor) -> NoReturn:
@@ -719,6 +723,7 @@ class _Vmap:
         mapped = iter((res,) if isinstance(res, torch.Tensor) else res)
         unmapped = iter(state.unmapped)
         values = [next(unmapped) if ax is None else _moved(next(mapped), ax) for ax in state.plan]
+        assert state.out is not None
         return state.out.get(values)
 
 
@@ -796,6 +801,7 @@ def vmap(
 
     @functools.wraps(fun)
     def batched(*args: Any, **kwargs: Any) -> Any:
-        return batch(args, kwargs)
+        state, flat, in_dims = batch.prepare(args, kwargs)
+        return batch.rebuild(state, batch.run(state, flat, in_dims))
 
     return batched

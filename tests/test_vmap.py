@@ -3,6 +3,7 @@ a Python loop, collectives, derivatives, errors."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -727,3 +728,351 @@ def test_public_exports() -> None:
     for name in ("vmap", "psum", "pmean", "pmax", "pmin", "all_gather", "axis_index"):
         if hasattr(functorch_utils, name):
             assert getattr(functorch_utils, name) is globals()[name]
+
+
+# ---------------------------------------------------------------------------------------------
+# out_axes=None inside another vmap: the result is batched at the outer level only.
+
+
+def test_inner_out_axes_none_under_an_outer_vmap() -> None:
+    ys = torch.arange(3.0, dtype=F64)
+    got = vmap(lambda y: vmap(lambda x: 2 * y, out_axes=None)(torch.ones(4)))(ys)
+    close(got, 2 * ys)  # JAX: [0, 2, 4]
+    xs = torch.arange(4.0, dtype=F64)
+
+    def inner_psum(y: torch.Tensor) -> torch.Tensor:
+        return vmap(lambda x: psum(x * y, "i"), axis_name="i", out_axes=None)(xs)
+
+    close(vmap(inner_psum)(ys), ys * xs.sum())
+    gathered = vmap(
+        lambda y: vmap(lambda x: all_gather(x * y, "i"), axis_name="i", out_axes=None)(xs)
+    )(ys)
+    close(gathered, ys[:, None] * xs)
+    # a tree of outputs, some mapped and some not, and the outer name read inside
+    both = vmap(
+        lambda y: vmap(
+            lambda x: {"m": x * y, "u": psum(y, "o"), "s": "tag"},
+            out_axes={"m": 0, "u": None, "s": 0},
+        )(xs),
+        axis_name="o",
+    )(ys)
+    close(both["m"], ys[:, None] * xs)
+    close(both["u"], ys.sum().expand(3))
+    assert both["s"] == "tag"
+
+
+def test_inner_out_axes_none_with_chunks_and_derivatives() -> None:
+    ys = torch.tensor([0.3, -1.2, 2.0], dtype=F64)
+    xs = torch.arange(4.0, dtype=F64)
+
+    def f(y: torch.Tensor) -> torch.Tensor:
+        return vmap(lambda x: psum(torch.sin(x * y), "i"), axis_name="i", out_axes=None)(xs)
+
+    def ref(y: torch.Tensor) -> torch.Tensor:
+        return torch.sin(xs * y).sum()
+
+    close(vmap(f)(ys), torch.stack([ref(y) for y in ys]))
+    # d/dy sum_i sin(x_i y) = sum_i x_i cos(x_i y), outside and inside the outer vmap
+    expected = torch.stack([(xs * torch.cos(xs * y)).sum() for y in ys])
+    close(torch.func.grad(lambda v: vmap(f)(v).sum())(ys), expected)
+    close(vmap(torch.func.grad(f))(ys), expected)
+    close(functorch_utils.grad(lambda v: vmap(f)(v).sum())(ys), expected)
+    close(torch.func.jacfwd(lambda v: vmap(f)(v))(ys), torch.diag(expected))
+    chunked = vmap(lambda y: vmap(lambda x: y * 2, out_axes=None, chunk_size=3)(xs), chunk_size=2)
+    close(chunked(ys), 2 * ys)
+
+
+def test_error_inner_out_axes_none_that_varies() -> None:
+    with _raises(
+        ValueError,
+        "vmap(<lambda>, out_axes=None)(...): out has out_axes None but varies along the mapped "
+        "axis; expected an output that is the same for every member",
+    ):
+        vmap(lambda y: vmap(lambda x: x * y, out_axes=None)(torch.ones(4)))(torch.arange(3.0))
+
+
+def test_out_axes_none_with_nothing_else_mapped_and_empty_outputs() -> None:
+    c = torch.tensor([1.0, 2.0])
+    assert torch.equal(vmap(lambda: c * 2, in_axes=None, out_axes=None, axis_size=3)(), c * 2)
+    assert vmap(lambda x: "only text")(torch.ones(2)) == "only text"
+    out = vmap(lambda x: (x, c), out_axes=(0, None), axis_size=0)(torch.ones(0, 2))
+    assert out[0].shape == (0, 2) and torch.equal(out[1], c)
+
+
+# ---------------------------------------------------------------------------------------------
+# Options given as tensors, arrays or huge ints: one clear error each.
+
+
+def test_error_tensor_or_array_options() -> None:
+    np = pytest.importorskip("numpy")
+    with _raises(
+        TypeError,
+        "vmap(sin, in_axes=tensor([0, 1])): in_axes is a tensor or an array; expected an int, "
+        "None, or a tuple/list/dict of them, got a tensor of dtype torch.int64 and shape (2,).",
+    ):
+        vmap(torch.sin, in_axes=torch.tensor([0, 1]))
+    with _raises(TypeError, "vmap(sin, in_axes=array([0, 1])): in_axes is a tensor or an array"):
+        vmap(torch.sin, in_axes=np.array([0, 1]))
+    with _raises(TypeError, "out_axes is a tensor or an array"):
+        vmap(torch.sin, out_axes=np.array([0, 1]))
+    with _raises(TypeError, "in_axes leaves must be ints or None; expected an int or None at "):
+        vmap(torch.sin, in_axes=(torch.tensor([0, 1]),))
+    with _raises(
+        TypeError,
+        "vmap(sin, axis_name=tensor([0, 1])): axis_name is a tensor or an array, which cannot "
+        "name an axis; expected a hashable name such as 'i'",
+    ):
+        vmap(torch.sin, axis_name=torch.tensor([0, 1]))
+    with _raises(TypeError, "axis_name is a tensor or an array"):
+        vmap(torch.sin, axis_name=np.array([0, 1]))
+    with _raises(TypeError, "axis_size must be a non-negative int that fits in int64"):
+        vmap(torch.sin, axis_size=np.array([3, 4]))
+    with _raises(TypeError, "axis_size must be a non-negative int"):
+        vmap(torch.sin, axis_size=torch.tensor(3))
+    with _raises(TypeError, "psum(x, axis_name=array([1, 2])): axis_name is a tensor or an array"):
+        vmap(lambda x: psum(x, np.array([1, 2])), axis_name="i")(torch.ones(2))
+    with _raises(TypeError, "randomness must be a string; expected 'error', 'different' or"):
+        vmap(torch.sin, randomness=np.array(["same", "error"]))
+
+
+def test_error_huge_ints() -> None:
+    huge = 2**70
+    with _raises(
+        TypeError,
+        f"axis_size must be a non-negative int that fits in int64; expected an int in "
+        f"[0, 2**63 - 1], got int {huge}.",
+    ):
+        vmap(torch.sin, axis_size=huge)
+    with _raises(ValueError, f"axis {huge} is out of range for args[0], which has 1 dimensions"):
+        vmap(torch.sin, in_axes=huge)(torch.ones(3))
+    with _raises(ValueError, f"out_axes -{huge} is out of range for out"):
+        vmap(torch.sin, out_axes=-huge)(torch.ones(3))
+    with _raises(ValueError, "chunk_size must be a positive int or None"):
+        vmap(torch.sin, chunk_size=huge)
+    with _raises(ValueError, "has more elements than int64 can count"):
+        vmap(lambda: torch.ones(4), in_axes=None, axis_size=2**62)()
+    # a long unnamed axis with nothing mapped costs nothing until an output is materialised
+    assert vmap(lambda: torch.ones(()), in_axes=None, axis_size=2**62)().shape == (2**62,)
+
+
+def test_error_chunk_size() -> None:
+    with _raises(
+        ValueError,
+        "vmap(sin): chunk_size must be a positive int or None; expected an int in [1, 2**63 - 1], "
+        "e.g. chunk_size=64, got int 0.",
+    ):
+        vmap(torch.sin, chunk_size=0)
+    with _raises(ValueError, "chunk_size must be a positive int or None"):
+        vmap(torch.sin, chunk_size=-2)
+    for bad in (1.5, "2", True):
+        with _raises(TypeError, "chunk_size must be an int or None"):
+            vmap(torch.sin, chunk_size=bad)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------------------------
+# Sparse and nested tensors: refused when mapped, passed through when unmapped.
+
+
+@pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta:UserWarning")
+@pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors is in prototype:UserWarning")
+def test_error_sparse_and_nested_mapped_inputs() -> None:
+    dense = torch.tensor([[1.0, 0.0, 2.0], [0.0, 3.0, 0.0]])
+
+    def f(x: torch.Tensor) -> torch.Tensor:
+        return x * 2
+
+    with _raises(
+        TypeError,
+        "vmap(f)(...): x is a sparse_coo tensor, which vmap cannot map; expected a dense "
+        "(strided) tensor for every mapped leaf, got a sparse_coo tensor of dtype torch.float32. "
+        "Map x.to_dense(), or pass None in in_axes to hand it to the function unmapped.",
+    ):
+        vmap(f)(dense.to_sparse())
+    with _raises(TypeError, "x['a'] is a sparse_csr tensor, which vmap cannot map"):
+        vmap(lambda x: x["a"] * 2)({"a": dense.to_sparse_csr()})
+    for layout in (torch.jagged, torch.strided):
+        nested = torch.nested.nested_tensor([torch.ones(2), torch.ones(3)], layout=layout)
+        with _raises(
+            TypeError,
+            "x is a nested tensor, which vmap cannot map; expected a dense (strided) tensor for "
+            "every mapped leaf, got a nested tensor of dtype torch.float32. Stack its components",
+        ):
+            vmap(f)(nested)
+
+
+def test_unmapped_sparse_input_is_passed_through() -> None:
+    dense = torch.tensor([[1.0, 0.0, 2.0], [0.0, 3.0, 0.0], [0.0, 0.0, 1.0]], dtype=F64)
+    xs = torch.randn(4, 3, dtype=F64)
+    got = vmap(lambda r, s: r @ s, in_axes=(0, None))(xs, dense.to_sparse())
+    close(got, xs @ dense)
+
+
+# ---------------------------------------------------------------------------------------------
+# Grad mode never changes an answer: vmap, and vmap of every derivative transform.
+
+_GRAD_MODES: dict[str, Callable[[], Any]] = {
+    "enabled": contextlib.nullcontext,
+    "no_grad": torch.no_grad,
+    "set_grad_enabled(False)": lambda: torch.set_grad_enabled(False),
+    "inference_mode": torch.inference_mode,
+}
+
+
+def _cube(x: torch.Tensor) -> torch.Tensor:
+    return (x**3).sum() + torch.sin(x).sum() * x[0]
+
+
+def _grad_mode_cases() -> dict[str, Callable[[torch.Tensor], Any]]:
+    fu = functorch_utils
+
+    def member(v: torch.Tensor) -> torch.Tensor:
+        return v.sin() * v * v.sum()
+
+    def inner_none(y: torch.Tensor) -> torch.Tensor:
+        return vmap(lambda x: psum(torch.sin(x * y), "j"), axis_name="j", out_axes=None)(y * 2)
+
+    return {
+        "vmap": vmap(_cube),
+        "vmap(fu.grad)": vmap(fu.grad(_cube)),
+        "vmap(torch.func.grad)": vmap(torch.func.grad(_cube)),
+        "vmap(fu.value_and_grad)": vmap(fu.value_and_grad(_cube)),
+        "vmap(fu.jacrev)": vmap(fu.jacrev(member)),
+        "vmap(fu.jacfwd)": vmap(fu.jacfwd(member)),
+        "vmap(fu.hessian)": vmap(fu.hessian(_cube)),
+        "vmap(fu.vjp)": vmap(lambda v: fu.vjp(member, v)[1](torch.ones_like(v))[0]),
+        "vmap(fu.jvp)": vmap(lambda v: fu.jvp(member, (v,), (torch.ones_like(v),))),
+        "vmap(fu.grad) with psum": vmap(
+            fu.grad(lambda v: (psum(v**2, "i") * v.sin()).sum()), axis_name="i"
+        ),
+        "fu.grad(vmap)": fu.grad(lambda x: vmap(_cube)(x).sum()),
+        "fu.grad(vmap) with psum": fu.grad(
+            lambda x: vmap(lambda v: (v / psum(v.exp(), "i")).sum(), axis_name="i")(x).sum()
+        ),
+        "vmap(fu.grad) of inner out_axes=None": vmap(fu.grad(lambda y: inner_none(y).sum())),
+    }
+
+
+_CASES = _grad_mode_cases()
+
+
+def _detached(tree: Any) -> Any:
+    return optree.tree_map(
+        lambda t: t.detach() if isinstance(t, torch.Tensor) else t, tree, namespace=NS
+    )
+
+
+@pytest.mark.parametrize("case", list(_CASES))
+@pytest.mark.parametrize("requires_grad", [False, True], ids=["plain", "requires_grad"])
+@pytest.mark.parametrize("mode", list(_GRAD_MODES))
+def test_grad_mode_never_changes_an_answer(case: str, requires_grad: bool, mode: str) -> None:
+    fn = _CASES[case]
+    x = torch.randn(3, 2, generator=torch.Generator().manual_seed(5), dtype=F64)
+    expected = fn(x)
+    x_in = x.clone().requires_grad_(requires_grad)
+    with _GRAD_MODES[mode]():
+        got = fn(x_in)
+    close(_detached(got), expected)
+
+
+def test_grad_mode_reference_values_equal_the_loop() -> None:
+    x = torch.randn(3, 2, generator=torch.Generator().manual_seed(5), dtype=F64)
+    close(_CASES["vmap(fu.grad)"](x), torch.stack([torch.func.grad(_cube)(v) for v in x]))
+    close(_CASES["vmap(fu.hessian)"](x), torch.stack([torch.func.hessian(_cube)(v) for v in x]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Collectives under functorch_utils' own grad/jvp/vjp give JAX's values.
+
+
+def _zoo_torch(v: torch.Tensor) -> torch.Tensor:
+    g = all_gather(v, "i")
+    e = torch.exp(v)
+    return torch.sin(v) * pmean(v**2, "i") + (g[0] * g[-1]) * axis_index("i") + e / psum(e, "i")
+
+
+def test_collectives_under_functorch_utils_transforms_match_jax() -> None:
+    jax = pytest.importorskip("jax")
+    jnp = pytest.importorskip("jax.numpy")
+    np = pytest.importorskip("numpy")
+    fu = functorch_utils
+    lax = jax.lax
+    jax.config.update("jax_enable_x64", True)
+
+    def zoo_jax(v: Any) -> Any:
+        g = lax.all_gather(v, "i")
+        e = jnp.exp(v)
+        return (
+            jnp.sin(v) * lax.pmean(v**2, "i")
+            + (g[0] * g[-1]) * lax.axis_index("i")
+            + e / lax.psum(e, "i")
+        )
+
+    rng = np.random.default_rng(3)
+    xs_np, ts_np, w_np = (rng.standard_normal((4, 2)) for _ in range(3))
+    xs, ts, w = (torch.tensor(a) for a in (xs_np, ts_np, w_np))
+    f = vmap(_zoo_torch, axis_name="i")
+    fj = jax.vmap(zoo_jax, axis_name="i")
+
+    def same(ours: Any, theirs: Any) -> None:
+        close(_detached(ours), optree.tree_map(lambda a: torch.tensor(np.asarray(a)), theirs))
+
+    same(f(xs), fj(xs_np))
+    same(fu.grad(lambda x: (f(x) * w).sum())(xs), jax.grad(lambda x: (fj(x) * w_np).sum())(xs_np))
+    same(fu.jvp(f, (xs,), (ts,)), jax.jvp(fj, (xs_np,), (ts_np,)))
+    out, pull = fu.vjp(f, xs)
+    out_j, pull_j = jax.vjp(fj, xs_np)
+    same((out, pull(w)), (out_j, pull_j(w_np)))
+    # inside the vmap: the cotangents of all members meet, as in JAX
+    same(
+        vmap(fu.grad(lambda v: (_zoo_torch(v) * v).sum()), axis_name="i")(xs),
+        jax.vmap(jax.grad(lambda v: (zoo_jax(v) * v).sum()), axis_name="i")(xs_np),
+    )
+    same(
+        vmap(lambda v, t: fu.jvp(_zoo_torch, (v,), (t,)), axis_name="i")(xs, ts),
+        jax.vmap(lambda v, t: jax.jvp(zoo_jax, (v,), (t,)), axis_name="i")(xs_np, ts_np),
+    )
+    same(
+        vmap(lambda v, u: fu.vjp(_zoo_torch, v)[1](u)[0], axis_name="i")(xs, w),
+        jax.vmap(lambda v, u: jax.vjp(zoo_jax, v)[1](u)[0], axis_name="i")(xs_np, w_np),
+    )
+    same(
+        vmap(fu.jacrev(_zoo_torch), axis_name="i")(xs),
+        jax.vmap(jax.jacrev(zoo_jax), axis_name="i")(xs_np),
+    )
+    same(
+        vmap(fu.jacfwd(_zoo_torch), axis_name="i")(xs),
+        jax.vmap(jax.jacfwd(zoo_jax), axis_name="i")(xs_np),
+    )
+
+
+def test_inner_out_axes_none_derivatives_match_jax() -> None:
+    jax = pytest.importorskip("jax")
+    jnp = pytest.importorskip("jax.numpy")
+    np = pytest.importorskip("numpy")
+    fu = functorch_utils
+    jax.config.update("jax_enable_x64", True)
+    xs_np = np.arange(4.0)
+    ys_np = np.array([0.0, 1.0, 2.0])
+    xs, ys = torch.tensor(xs_np), torch.tensor(ys_np)
+
+    def ours(y: torch.Tensor) -> torch.Tensor:
+        return vmap(lambda x: psum(torch.sin(x * y), "i"), axis_name="i", out_axes=None)(xs)
+
+    def theirs(y: Any) -> Any:
+        return jax.vmap(lambda x: jax.lax.psum(jnp.sin(x * y), "i"), axis_name="i", out_axes=None)(
+            xs_np
+        )
+
+    def same(a: Any, b: Any) -> None:
+        close(a, torch.tensor(np.asarray(b)))
+
+    same(vmap(ours)(ys), jax.vmap(theirs)(ys_np))
+    same(
+        fu.grad(lambda y: vmap(ours)(y).sum())(ys),
+        jax.grad(lambda y: jax.vmap(theirs)(y).sum())(ys_np),
+    )
+    same(vmap(fu.grad(ours))(ys), jax.vmap(jax.grad(theirs))(ys_np))
+    same(
+        vmap(lambda y: vmap(lambda x: 2 * y, out_axes=None)(torch.ones(4)))(ys),
+        jax.vmap(lambda y: jax.vmap(lambda x: 2 * y, out_axes=None)(jnp.ones(4)))(ys_np),
+    )
