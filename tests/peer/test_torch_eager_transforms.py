@@ -2085,6 +2085,22 @@ def test_jvp_disable_fwd_grad_inside():
     torch.testing.assert_close(y, torch.tensor(2.0))
 
 
+def test_jvp_disable_fwd_grad_mixed():
+    """torch test/functorch/test_eager_transforms.py::TestJvp::test_disable_fwd_grad_mixed"""
+    import torch.autograd.forward_ad as fwAD
+
+    def f(x):
+        with fwAD._set_fwd_grad_enabled(False):
+            shift = x**2
+        return x**2 - shift
+
+    x = torch.randn([])
+    t = torch.ones_like(x)
+    with fwAD._set_fwd_grad_enabled(True):
+        _, y = fu.jvp(f, (x,), (t,))
+    torch.testing.assert_close(y, 2 * x)
+
+
 def test_jvp_inside_autograd_function():
     """torch test/functorch/test_eager_transforms.py::TestJvp::test_jvp_inside_autograd_function"""
 
@@ -2481,15 +2497,17 @@ def test_autograd_functional_jacrev_inside_grad():
     reason="bug: torch.autograd.functional inside vmap raises torch's raw RuntimeError about "
     "requires_grad_(), not a TypeError/ValueError naming the call",
 )
-@pytest.mark.parametrize("api", ["jacobian", "vjp", "jvp"])
+@pytest.mark.parametrize("api", ["jacobian", "vjp", "jvp", "jacobian_forward"])
 def test_autograd_functional_inside_vmap(api):
     """torch test/functorch/test_eager_transforms.py::TestComposability::test_autograd_functional_jacrev_inside_transform
-    (and _vjp_, _jvp_inside_transform: the vmap cases)"""
+    (and _vjp_, _jvp_, _jacfwd_inside_transform: the vmap cases)"""
 
     def f(x):
         g = lambda x: x.sin().sum()  # noqa: E731
         if api == "jvp":
             return torch.autograd.functional.jvp(g, (x,), (torch.ones_like(x),))
+        if api == "jacobian_forward":
+            return torch.autograd.functional.jacobian(g, x, strategy="forward-mode", vectorize=True)
         return getattr(torch.autograd.functional, api)(g, x)
 
     with pytest.raises((TypeError, ValueError), match=r"vmap\(f\)"):
