@@ -2497,6 +2497,7 @@ def test_autograd_functional_jacrev_inside_grad():
     reason="bug: torch.autograd.functional inside vmap raises torch's raw RuntimeError about "
     "requires_grad_(), not a TypeError/ValueError naming the call",
 )
+@pytest.mark.filterwarnings("ignore:There is a performance drop:UserWarning")
 @pytest.mark.parametrize("api", ["jacobian", "vjp", "jvp", "jacobian_forward"])
 def test_autograd_functional_inside_vmap(api):
     """torch test/functorch/test_eager_transforms.py::TestComposability::test_autograd_functional_jacrev_inside_transform
