@@ -17,9 +17,8 @@ import functorch_utils as fu
 from functorch_utils.flatten_util import ravel_pytree
 from functorch_utils.tree_util import tree_map
 
-# The JAX-style `vmap` (pytree in_axes, named axes) where this version exports it; otherwise
-# `torch.func.vmap`, which composes with every transform here too. Both take the axes second.
-vmap = getattr(fu, "vmap", torch.func.vmap)
+# JAX's vmap: pytree in_axes, named axes, composes with every transform
+vmap = fu.vmap
 
 torch.manual_seed(0)
 
