@@ -19,6 +19,7 @@ from ._errors import describe, message, raise_type, raise_value
 __all__ = [
     "Axis",
     "UnboundAxisNameError",
+    "any_bound",
     "bind",
     "bound",
     "check_name",
