@@ -493,7 +493,7 @@ def _check_member(
     i: int,
     m: nn.Module,
     m0: nn.Module,
-    first: dict[str, torch.Tensor],
+    first: Mapping[str, torch.Tensor],
     include_buffers: bool,
 ) -> None:
     """``modules[i]`` has ``modules[0]``'s parameter names and shapes (and buffers if held)."""

@@ -44,12 +44,10 @@ from ._problem import (
     FlatVjp,
     Options,
     Problem,
+    adapt,
     args_flat_up_to,
-    flat_problem,
     fwd_problem,
     options,
-    prepare_args,
-    resolve_eps,
     rev_problem,
     transform_jvp,
     transform_vjp,
@@ -397,9 +395,7 @@ def check_jvp(
     """
     call = f"check_jvp({fun_name(f)}, f_jvp, args)"
     opts = options(call, atol, rtol, eps, seed, err_msg, reference, on_kink)
-    a = prepare_args(call, f, args, reference)
-    prob, sel = flat_problem(call, f, a)
-    prob.eps = resolve_eps(call, eps, tuple(args), a.names)
+    a, prob, sel = adapt(call, f, args, eps, reference)
 
     def jvp(xs: tuple[Tensor, ...], ts: tuple[Tensor, ...]) -> tuple[tuple[Tensor, ...], ...]:
         res = f_jvp(a.rebuild(xs), a.rebuild_tangent(ts))
@@ -465,9 +461,7 @@ def check_vjp(
     """
     call = f"check_vjp({fun_name(f)}, f_vjp, args)"
     opts = options(call, atol, rtol, eps, seed, err_msg, reference, on_kink)
-    a = prepare_args(call, f, args, reference)
-    prob, sel = flat_problem(call, f, a)
-    prob.eps = resolve_eps(call, eps, tuple(args), a.names)
+    a, prob, sel = adapt(call, f, args, eps, reference)
 
     def vjp(*xs: Tensor) -> tuple[tuple[Tensor, ...], Callable[[tuple[Tensor, ...]], Any]]:
         res = f_vjp(*a.rebuild(xs))
@@ -626,7 +620,5 @@ def check_grads(
     call = f"check_grads({fun_name(f)}, args)"
     checked = _check_modes(call, order, modes)
     opts = options(call, atol, rtol, eps, seed, "", reference, on_kink)
-    a = prepare_args(call, f, args, reference)
-    prob, _ = flat_problem(call, f, a)
-    prob.eps = resolve_eps(call, eps, tuple(args), a.names)
+    _, prob, _ = adapt(call, f, args, eps, reference)
     _on_kink(on_kink, lambda: _check_orders(prob, order, checked, opts))

@@ -31,7 +31,7 @@ from functorch_utils._pytree import (
 from functorch_utils.flatten_util import ravel_pytree
 
 from ._numerics import eps_of, highest_matmul_precision
-from ._problem import check_args_tuple, is_float_tensor
+from ._problem import check_args_tuple, is_float_tensor, prefix_errors_text
 from ._report import DerivativeCheckError, failure
 
 __all__ = ["PROPERTIES", "check_consistency", "check_vmap"]
@@ -64,9 +64,8 @@ def _in_axes_leaves(call: str, in_axes: Any, args: Any) -> list[Any]:
     if isinstance(prefix, int) or prefix is None:
         n = len(optree.tree_leaves(args, none_is_leaf=True, namespace=NAMESPACE))
         return [prefix] * n
-    errors = optree.prefix_errors(prefix, args, none_is_leaf=True, namespace=NAMESPACE)
-    if errors:
-        detail = "\n".join(str(e("in_axes")) for e in errors[:3])
+    detail = prefix_errors_text(prefix, args, "in_axes")
+    if detail:
         raise ValueError(
             f"{call}: in_axes is not a pytree prefix of args; expected one entry per "
             f"argument, got {in_axes!r}:\n{detail}"

@@ -33,6 +33,8 @@ from ._numerics import REFERENCES
 from ._report import label_text
 
 __all__ = [
+    "adapt",
+    "prefix_errors_text",
     "Args",
     "FlatFun",
     "FlatJvp",
@@ -249,6 +251,16 @@ class OutSelector:
         return self.zeros.combine(list(us))
 
 
+def adapt(
+    call: str, f: Callable[..., Any], args: Any, eps: Any, reference: str
+) -> tuple[Args, Problem, OutSelector]:
+    """A check's user function and arguments as a flat problem, with its per-leaf steps."""
+    a = prepare_args(call, f, args, reference)
+    prob, sel = flat_problem(call, f, a)
+    prob.eps = resolve_eps(call, eps, a.rebuild(a.xs), a.names)
+    return a, prob, sel
+
+
 def flat_problem(call: str, f: Callable[..., Any], a: Args) -> tuple[Problem, OutSelector]:
     sel = OutSelector(call)
 
@@ -355,6 +367,16 @@ def options(
     return Options(call, atol, rtol, glob, seed, err_msg, reference)
 
 
+def prefix_errors_text(prefix: Any, tree: Any, name: str) -> str:
+    """optree's explanation of why ``prefix`` is not a pytree prefix of ``tree`` ("" if it is).
+
+    ``None`` counts as a leaf here: it means "the default" in ``eps`` and "not mapped" in
+    ``in_axes``.
+    """
+    errors = optree.prefix_errors(prefix, tree, none_is_leaf=True, namespace=NAMESPACE)
+    return "\n".join(str(e(name)) for e in errors[:3])
+
+
 def _eps_by_path(call: str, eps: Any, args: Any) -> dict[str, Any]:
     """``eps`` as a dict from key path to step: given so, or read off a pytree prefix of args."""
     if (
@@ -363,9 +385,8 @@ def _eps_by_path(call: str, eps: Any, args: Any) -> dict[str, Any]:
         and all(isinstance(k, str) and k.startswith("args") for k in eps)
     ):
         return dict(eps)
-    errors = optree.prefix_errors(eps, args, none_is_leaf=True, namespace=NAMESPACE)
-    if errors:
-        detail = "\n".join(str(e("eps")) for e in errors[:3])
+    detail = prefix_errors_text(eps, args, "eps")
+    if detail:
         raise ValueError(
             f"{call}: eps is neither a number, a dict by key path, nor a pytree prefix of "
             f"args; expected e.g. {{'args[0][\\'w\\']': 1e-3}}, got {eps!r}:\n{detail}"

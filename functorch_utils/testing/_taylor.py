@@ -119,8 +119,8 @@ def _random_direction(xs: tuple[Tensor, ...], seed: int) -> tuple[Tensor, ...]:
 def _along_gradient(p: _Problem) -> tuple[Tensor, ...]:
     """The unit direction along the computed gradient, where a wrong gradient shows most."""
     out, fn = functorch_utils.vjp(p.g, *p.xs)
-    cts = fn(tuple(torch.ones_like(o) for o in out))
-    cts = [torch.zeros_like(t) if c is None else c for c, t in zip(cts, p.xs)]
+    raw = fn(tuple(torch.ones_like(o) for o in out))
+    cts = [torch.zeros_like(t) if c is None else c for c, t in zip(raw, p.xs)]
     total = math.sqrt(sum(float((c.double() ** 2).sum()) for c in cts))
     if not (math.isfinite(total) and total > 0):
         return p.vs
