@@ -2007,8 +2007,8 @@ def test_jvp_outputs_can_any_pytree():
 
 @pytest.mark.xfail(
     strict=True,
-    reason="bug: jvp of a function returning None/() or a string raises torch's raw RuntimeError "
-    "or an internal AttributeError instead of a clear error (or JAX's empty result)",
+    reason="bug: jvp (and linearize, hessian) of a function returning () raises torch's raw "
+    "RuntimeError ('Expected f to be a function that has non-empty output')",
 )
 def test_jvp_empty_and_non_tensor_outputs():
     """torch test/functorch/test_eager_transforms.py::TestJvp::test_outputs_can_any_pytree
