@@ -264,7 +264,7 @@ def _tangent_leaves(call: str, inputs: _engine.Inputs, tangents: Sequence[Any]) 
         lo, _ = inputs.spans[k]
         picked = dict(zip(part.picked, range(lo, lo + len(part.picked))))
         expected = [
-            inputs.primals[picked[i]] if i in picked else torch.as_tensor(leaf)
+            inputs.primals[picked[i]] if i in picked else _int_like(leaf)
             for i, leaf in enumerate(part.leaves)
         ]
         given = check_like(
@@ -272,6 +272,13 @@ def _tangent_leaves(call: str, inputs: _engine.Inputs, tangents: Sequence[Any]) 
         )
         flat.extend(given[i] for i in part.picked)
     return flat
+
+
+def _int_like(leaf: Any) -> torch.Tensor:
+    """What a tangent of an integer leaf is checked against (a Python int of any size is 0-d)."""
+    if isinstance(leaf, torch.Tensor):
+        return leaf
+    return torch.zeros((), dtype=torch.bool if isinstance(leaf, bool) else torch.int64)
 
 
 def jvp(
@@ -375,10 +382,7 @@ def linearize(fun: Callable[..., Any], *primals: Any, has_aux: bool = False) -> 
     check_callable("linearize", fun)
     check_bool("linearize", fun, "has_aux", has_aux)
     call = f"linearize({fun_name(fun)})"
-    zeros = [
-        _pytree.unflatten(spec, [torch.zeros_like(torch.as_tensor(x)) for x in leaves])
-        for leaves, spec in (_pytree.flatten(p) for p in primals)
-    ]
+    zeros = _like(call, primals, lambda x: x)
     res = jvp(fun, primals, zeros, has_aux=has_aux)
     out, aux = res[0], (res[2] if has_aux else None)
     n = len(primals)
@@ -431,8 +435,8 @@ def _like(call: str, primals: tuple[Any, ...], fill: Callable[[torch.Tensor], An
     def zero(x: Any) -> torch.Tensor:
         if isinstance(x, torch.Tensor):
             return fill(torch.zeros_like(x))
-        if isinstance(x, (bool, int, float, complex)):
-            return fill(torch.zeros_like(torch.as_tensor(x)))
+        if isinstance(x, (bool, int, float, complex)):  # any size of int: no as_tensor
+            return fill(torch.zeros((), dtype=_number_dtype(x)))
         shape, dtype = getattr(x, "shape", None), getattr(x, "dtype", None)
         if shape is not None and dtype is not None:
             if not isinstance(dtype, torch.dtype):
@@ -448,6 +452,16 @@ def _like(call: str, primals: tuple[Any, ...], fill: Callable[[torch.Tensor], An
         )
 
     return tuple(_pytree.tree_map(zero, p) for p in primals)
+
+
+def _number_dtype(x: bool | int | float | complex) -> torch.dtype:
+    if isinstance(x, bool):
+        return torch.bool
+    if isinstance(x, int):
+        return torch.int64
+    if isinstance(x, float):
+        return torch.get_default_dtype()
+    return torch.complex128 if torch.get_default_dtype() == torch.float64 else torch.complex64
 
 
 def _check_linear(call: str, fun: Callable[..., Any], zeros: tuple, out0: Any) -> None:

@@ -291,3 +291,47 @@ def test_bare_integer_argument_is_kept_and_gets_none():
     assert torch.equal(out, torch.tensor([10.0, 40.0]))
     assert vjp_fn(torch.ones(2))[1] is None
     assert torch.equal(fu.jvp(lambda a, n: a * n, (a, n), (a, n))[0], torch.tensor([10.0, 40.0]))
+
+
+# --- duplicate argnums: each entry gets its full derivative (docs/sharp_edges.md) -------------
+
+
+@pytest.mark.parametrize("argnums", [(0, 0), (0, -2), (-2, 0, 1)])
+def test_duplicate_argnums_give_each_entry_its_gradient(argnums):
+    def f(x, y):
+        return (x**2 * y).sum()
+
+    x, y = torch.tensor([1.0, 2.0]), torch.tensor(3.0)
+    got = fu.grad(f, argnums=argnums)(x, y)
+    full = {0: torch.tensor([6.0, 12.0]), 1: torch.tensor(5.0)}
+    want = tuple(full[a % 2] for a in argnums)
+    tree_allclose(got, want)
+
+
+def test_duplicate_argnums_in_jacrev_and_hessian():
+    def f(x):
+        return (x**3).sum()
+
+    x = torch.tensor([1.0, 2.0], dtype=torch.float64)
+    j0, j1 = fu.jacrev(lambda x: x**2, argnums=(0, 0))(x)
+    torch.testing.assert_close(j0, torch.diag(2 * x))
+    torch.testing.assert_close(j1, torch.diag(2 * x))
+    h = fu.hessian(f, argnums=(0, 0))(x)
+    for row in h:
+        for block in row:
+            torch.testing.assert_close(block, torch.diag(6 * x))
+
+
+def test_has_aux_accepts_a_list_pair_as_jax():
+    g, aux = fu.grad(lambda x: [(x**2).sum(), "note"], has_aux=True)(torch.tensor([1.0, 2.0]))
+    torch.testing.assert_close(g, torch.tensor([2.0, 4.0]))
+    assert aux == "note"
+
+
+def test_sparse_and_nested_inputs_are_clear_errors():
+    sparse = torch.eye(2).to_sparse()
+    with pytest.raises(TypeError, match=re.escape("grad(<lambda>): differentiated input args[0]")):
+        fu.grad(lambda x: x.sum())(sparse)
+    nested = torch.nested.nested_tensor([torch.ones(2), torch.ones(3)], layout=torch.jagged)
+    with pytest.raises(TypeError, match="is a nested tensor"):
+        fu.grad(lambda x: x.sum())(nested)

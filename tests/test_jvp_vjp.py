@@ -151,3 +151,96 @@ def test_vjp_inside_grad_and_jvp_inside_grad():
     tree_allclose(g, -x.sin())
     g = fu.grad(lambda x: fu.jvp(torch.sin, (x,), (torch.ones_like(x),))[1].sum())(x)
     tree_allclose(g, -x.sin())
+
+
+# --- issue-driven regressions: scalars, devices, argument counts, integers, layouts -----------
+
+
+def test_vjp_accepts_a_python_scalar_cotangent():
+    _, f_vjp = fu.vjp(lambda x: (x**2).sum(), torch.tensor([1.0, 2.0]))
+    (g,) = f_vjp(1.0)
+    torch.testing.assert_close(g, torch.tensor([2.0, 4.0]))
+
+
+def test_vjp_fn_called_with_the_wrong_number_of_arguments():
+    _, f_vjp = fu.vjp(lambda x, y: x * y, torch.ones(2), torch.ones(2))
+    with pytest.raises(TypeError, match=re.escape("vjp_fn takes exactly one argument")):
+        f_vjp(torch.ones(2), torch.ones(2))
+
+
+def test_an_integer_tangent_tensor_for_a_float_primal_is_refused():
+    with pytest.raises(ValueError, match="wrong dtype"):
+        fu.jvp(torch.sin, (torch.ones(2),), (torch.ones(2, dtype=torch.int64),))
+
+
+def test_a_cotangent_on_another_device_is_named():
+    _, f_vjp = fu.vjp(torch.sin, torch.ones(2))
+    meta = torch.ones(2, device="meta")
+    with pytest.raises(ValueError, match=re.escape("is on another device; expected device cpu")):
+        f_vjp(meta)
+
+
+@pytest.mark.parametrize("api", ["jvp", "linearize", "jacfwd", "hessian"])
+def test_a_function_returning_none_is_a_clear_error(api):
+    def f(x):
+        x * 2  # a missing return
+
+    x = torch.ones(2)
+    with pytest.raises(TypeError, match=r"returned None|must return|not a tensor"):
+        if api == "jvp":
+            fu.jvp(f, (x,), (x,))
+        elif api == "linearize":
+            fu.linearize(f, x)
+        elif api == "jacfwd":
+            fu.jacfwd(f)(x)
+        else:
+            fu.hessian(f)(x)
+
+
+def test_jvp_and_linearize_with_a_huge_python_int_argument():
+    f = lambda x, n: x * 2  # noqa: E731
+    _, t = fu.jvp(f, (torch.ones(2), 2**100), (torch.ones(2), 0))
+    torch.testing.assert_close(t, torch.full((2,), 2.0))
+    _, f_jvp = fu.linearize(f, torch.ones(2), 2**100)
+    torch.testing.assert_close(f_jvp(torch.ones(2), 0), torch.full((2,), 2.0))
+
+
+def test_jacfwd_of_a_real_input_complex_output_function():
+    x = torch.tensor([0.5, 1.5], dtype=torch.float64)
+    jac = fu.jacfwd(lambda x: torch.exp(1j * x))(x)
+    torch.testing.assert_close(jac, torch.diag(1j * torch.exp(1j * x)))
+
+
+def test_forward_mode_through_an_expanded_input():
+    x = torch.tensor(1.0).expand(3)
+    _, t = fu.jvp(lambda x: x * 2, (x,), (torch.zeros(3),))
+    torch.testing.assert_close(t, torch.zeros(3))
+    torch.testing.assert_close(fu.jacfwd(lambda x: x * 2)(x), 2 * torch.eye(3))
+
+
+def test_reverse_over_forward_never_returns_torchs_zero_tensor():
+    # the tangent does not depend on the primal: torch returns an internal ZeroTensor
+    g = fu.grad(lambda x: fu.jvp(lambda y: y * 3.0, (x,), (torch.ones(()),))[1])(torch.tensor(2.0))
+    assert g.numpy() == 0.0
+    _, t = fu.jvp(lambda x: torch.ones(2), (torch.ones(()),), (torch.ones(()),))
+    assert t.numpy().tolist() == [0.0, 0.0]
+
+
+def test_linear_transpose_with_integer_and_shape_dtype_primals():
+    class Spec:
+        def __init__(self, shape, dtype):
+            self.shape, self.dtype = shape, dtype
+
+    f_t = fu.linear_transpose(lambda x, n: 3.0 * x, torch.zeros(2), 5)
+    g, none = f_t(torch.ones(2))
+    torch.testing.assert_close(g, torch.full((2,), 3.0))
+    assert none is None
+    f_t = fu.linear_transpose(lambda x: x.sum(-1), Spec((2, 3), torch.float64))
+    (g,) = f_t(torch.tensor([1.0, 2.0], dtype=torch.float64))
+    torch.testing.assert_close(g, torch.tensor([[1.0] * 3, [2.0] * 3], dtype=torch.float64))
+
+
+def test_linear_transpose_under_inference_mode():
+    with torch.inference_mode():
+        (g,) = fu.linear_transpose(lambda v: 2.0 * v, torch.zeros(2))(torch.ones(2))
+    torch.testing.assert_close(g, torch.full((2,), 2.0))
