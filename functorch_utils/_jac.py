@@ -239,10 +239,8 @@ def _basis(like: Sequence[torch.Tensor], r0: int, r1: int) -> list[torch.Tensor]
     basis = []
     for t, lo, hi in zip(like, offsets, offsets[1:]):
         b = torch.zeros((r1 - r0, hi - lo), dtype=t.dtype, device=t.device)
-        a0, a1 = max(r0, lo), min(r1, hi)
-        if a0 < a1:
-            ar = torch.arange(a1 - a0, device=t.device)
-            b[ar + (a0 - r0), ar + (a0 - lo)] = 1
+        # row r is global row r0 + r: its 1 sits in column r0 + r - lo (empty if out of range)
+        b.diagonal(offset=r0 - lo).fill_(1)
         basis.append(b.reshape((r1 - r0, *t.shape)))
     return basis
 
@@ -362,18 +360,25 @@ def _jacfwd_rows(
 
     def with_aux(*p: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], Any]:
         outs, aux = fn(*p)
-        return outs, (stash.put(aux) if has_aux else ())
+        return outs, stash.put(aux)
 
-    def push(*tangents: torch.Tensor) -> tuple[Any, Any]:
+    def push_aux(*tangents: torch.Tensor) -> tuple[Any, Any]:
         res: tuple[Any, ...] = torch.func.jvp(with_aux, primals, tangents, has_aux=True)
         return res[1], res[2]  # (outs, tangents, aux): the tangents and aux
 
-    # aux depends on the primals only: unbatched
-    batched = torch.func.vmap(push, out_dims=(0, None), randomness="error")  # type: ignore[arg-type]
+    def push(*tangents: torch.Tensor) -> Any:  # the lean call without aux
+        return torch.func.jvp(lambda *p: fn(*p)[0], primals, tangents)[1]
+
+    if has_aux:  # aux depends on the primals only: unbatched
+        batched = torch.func.vmap(push_aux, out_dims=(0, None), randomness="error")  # type: ignore[arg-type]
+    else:
+        batched = torch.func.vmap(push, randomness="error")
     step = chunk_size or total
     pieces = []
+    aux_t: Any = ()
     for r0 in range(0, total, step):
-        touts, aux_t = _engine.func_call(call, batched, *_basis(primals, r0, min(total, r0 + step)))
+        res = _engine.func_call(call, batched, *_basis(primals, r0, min(total, r0 + step)))
+        touts, aux_t = res if has_aux else (res, ())
         pieces.append(touts)
     offsets = _offsets(sizes)
     jac: list[list[torch.Tensor]] = []
