@@ -20,7 +20,7 @@ import torch
 from . import _torch_hooks
 from ._axes import Axis, bind, check_name
 from ._errors import check_callable, describe, fun_name, message, raise_type, raise_value
-from ._pytree import NAMESPACE, Partition, Stash, leaf_names
+from ._pytree import NAMESPACE, Partition, Stash, flatten, leaf_names
 
 __all__ = ["vmap"]
 
@@ -508,13 +508,24 @@ class _Vmap:
                 # batched computation, which benchmarks/bench_vmap.py showed.
                 return list(args), _positional_spec(len(args)), per_arg, True
         tree: Any = (args, kwargs)
-        leaves, spec = optree.tree_flatten(tree, none_is_leaf=True, namespace=NAMESPACE)
+        try:
+            leaves, spec = optree.tree_flatten(tree, none_is_leaf=True, namespace=NAMESPACE)
+        except RecursionError:
+            self._cycle_error(args, kwargs)
         if self.in_axes_is_leaf and not kwargs:
             return leaves, spec, [in_axes] * len(leaves), False
         axes = self.axes_by_spec.get(spec)
         if axes is None:
             axes = self.axes_by_spec.put(spec, self._broadcast_in_axes(args, kwargs))
         return leaves, spec, axes, False
+
+    def _cycle_error(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> NoReturn:
+        # _pytree.flatten finds where a tree holds itself and raises a ValueError naming it.
+        for arg, root in zip(args, _arg_roots(self.fun, len(args))):
+            flatten(arg, call=self.call, root=root)
+        kw_tree: Any = kwargs
+        flatten(kw_tree, call=self.call, root="kwargs")
+        raise RecursionError(f"{self.call}: the arguments are nested too deeply to flatten")
 
     def _broadcast_in_axes(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
         tree: Any = (args, kwargs)

@@ -1081,3 +1081,16 @@ def test_inner_out_axes_none_derivatives_match_jax() -> None:
         vmap(lambda y: vmap(lambda x: 2 * y, out_axes=None)(torch.ones(4)))(ys),
         jax.vmap(lambda y: jax.vmap(lambda x: 2 * y, out_axes=None)(jnp.ones(4)))(ys_np),
     )
+
+
+def test_error_cyclic_arguments() -> None:
+    looped: list[Any] = [torch.ones(2)]
+    looped.append(looped)
+
+    def f(xs: Any) -> Any:
+        return xs[0]
+
+    with _raises(
+        ValueError, "vmap(f)(...): the pytree is cyclic: xs[1] is xs itself; expected a tree"
+    ):
+        vmap(f)(looped)
