@@ -315,7 +315,8 @@ class Reverse:
         if not pairs:
             return tuple(x.new_zeros(lead + x.shape) for x in leaves)
         outs, live = zip(*pairs)
-        create = self._outer or (torch.is_grad_enabled() and any(c.requires_grad for c in cts))
+        # NOTE [grad mode]: a pull under no_grad carries no graph, whatever the forward kept
+        create = torch.is_grad_enabled() and (self._outer or any(c.requires_grad for c in cts))
         grads: tuple[torch.Tensor | None, ...]
         if batched:
             grads = torch.autograd.grad(
@@ -351,7 +352,8 @@ def reverse(
                 raise
             # NOTE [grad mode]: a closed-over inference tensor; torch.func accepts it.
         else:
-            if not primals or any(o.requires_grad for o in rev._graph_outs):
+            outs = rev._graph_outs
+            if not primals or not outs or any(o.requires_grad for o in outs):
                 return rev
             # NOTE [tape blind spots]: outputs that reach no input are confirmed on torch.func.
     try:
@@ -385,11 +387,20 @@ def _tape_forward(fn: FlatFn, primals: Sequence[torch.Tensor], has_aux: bool) ->
 
 
 def _func_forward(call: str, fn: FlatFn, primals: Sequence[torch.Tensor], has_aux: bool) -> Reverse:
-    if not primals:
-        outs, aux = fn()
-        rev = Reverse(outs, aux)
-        rev._vjp = lambda cts: ()
-        return rev
+    if primals:
+        try:
+            return _func_vjp(call, fn, primals, has_aux)
+        except RuntimeError as e:
+            if not hooks.is_empty_output_error(e):
+                raise
+    # no primals, or no outputs (torch.func refuses both; JAX gives empty results)
+    outs, aux = fn(*primals)
+    rev = Reverse(tuple(outs), aux)
+    rev._vjp = lambda cts: tuple(torch.zeros_like(p) for p in primals)
+    return rev
+
+
+def _func_vjp(call: str, fn: FlatFn, primals: Sequence[torch.Tensor], has_aux: bool) -> Reverse:
     if has_aux:
         stash = _pytree.Stash()
 

@@ -15,8 +15,17 @@ import torch
 import torch.func
 
 from . import _axes, _engine, _pytree
+from . import _torch_hooks as hooks
 from ._argnums import check_argnums, resolve_argnums
-from ._errors import check_bool, check_callable, describe, fun_name, raise_type, raise_value
+from ._errors import (
+    check_bool,
+    check_callable,
+    describe,
+    fun_name,
+    message,
+    raise_type,
+    raise_value,
+)
 from ._grad import grad
 from ._jvp_vjp import FlatFun, check_primals_tangents, vjp
 
@@ -377,7 +386,14 @@ def _jacfwd_rows(
     pieces = []
     aux_t: Any = ()
     for r0 in range(0, total, step):
-        res = _engine.func_call(call, batched, *_basis(primals, r0, min(total, r0 + step)))
+        try:
+            res = _engine.func_call(call, batched, *_basis(primals, r0, min(total, r0 + step)))
+        except RuntimeError as e:
+            if hooks.is_empty_output_error(e):  # no outputs: torch.func refuses, JAX gives []
+                return [], fn(*primals)[1]
+            if hooks.vmap_error_kind(e) == "randomness":
+                _random_op_error(call, e)
+            raise
         touts, aux_t = res if has_aux else (res, ())
         pieces.append(touts)
     offsets = _offsets(sizes)
@@ -392,6 +408,19 @@ def _jacfwd_rows(
             ]
         )
     return jac, (stash.get(aux_t) if has_aux else None)
+
+
+def _random_op_error(call: str, err: RuntimeError) -> None:
+    raise TypeError(
+        message(
+            call,
+            "the function draws random numbers, and jacfwd pushes every input direction through "
+            "it at once (a vmap), where torch refuses random ops",
+            "a deterministic function",
+            "a random op",
+            "Draw the random values outside and pass them in as an argument, or use jacrev.",
+        )
+    ) from err
 
 
 @overload

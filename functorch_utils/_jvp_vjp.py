@@ -9,6 +9,7 @@ import torch
 import torch.func
 
 from . import _engine, _pytree
+from . import _torch_hooks as hooks
 from ._errors import (
     TangentMismatchError,
     check_bool,
@@ -329,6 +330,22 @@ def _forward(
         outs, aux = flat()
         return outs, tuple(torch.zeros_like(o) for o in outs), aux
     primals = _engine.forward_primals(primals)
+    try:
+        return _func_jvp(call, flat, primals, tangents, has_aux)
+    except RuntimeError as e:
+        if not hooks.is_empty_output_error(e):
+            raise
+    outs, aux = flat(*primals)  # no outputs: torch.func refuses, JAX gives empty results
+    return outs, (), aux
+
+
+def _func_jvp(
+    call: str,
+    flat: FlatFun,
+    primals: tuple[torch.Tensor, ...],
+    tangents: Sequence[torch.Tensor],
+    has_aux: bool,
+) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...], Any]:
     if not has_aux:
         outs, touts = _engine.func_call(
             call, torch.func.jvp, lambda *p: flat(*p)[0], primals, tuple(tangents)

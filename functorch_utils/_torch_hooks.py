@@ -29,6 +29,7 @@ __all__ = [
     "is_inference_tensor_save_error",
     "is_zero_tensor",
     "wrap_for_level",
+    "is_empty_output_error",
     "is_unsupported_in_transform_error",
 ]
 
@@ -212,13 +213,16 @@ def carries_derivative(x: torch.Tensor) -> bool:
     """
     try:
         is_wrapped = torch._C._functorch.is_functorch_wrapped_tensor
+        is_batched = torch._C._functorch.is_batchedtensor
         unwrap = torch._C._functorch.get_unwrapped
     except AttributeError as e:  # pragma: no cover - depends on the torch version
         raise _missing("torch._C._functorch.get_unwrapped") from e
     from torch.autograd.forward_ad import unpack_dual
 
     while True:
-        if x.requires_grad or unpack_dual(x).tangent is not None:
+        if x.requires_grad:
+            return True
+        if not is_batched(x) and unpack_dual(x).tangent is not None:  # no batching rule for it
             return True
         if not is_wrapped(x):
             return False
@@ -252,3 +256,8 @@ def is_unsupported_in_transform_error(err: BaseException) -> bool:
     """torch.func's refusal of an operation a transformed function may not do."""
     text = str(err)
     return isinstance(err, RuntimeError) and any(t in text for t in _UNSUPPORTED_INSIDE_TRANSFORM)
+
+
+def is_empty_output_error(err: BaseException) -> bool:
+    """torch.func's refusal of a function with no outputs (JAX gives empty results)."""
+    return isinstance(err, RuntimeError) and "has non-empty output" in str(err)

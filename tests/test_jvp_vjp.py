@@ -244,3 +244,34 @@ def test_linear_transpose_under_inference_mode():
     with torch.inference_mode():
         (g,) = fu.linear_transpose(lambda v: 2.0 * v, torch.zeros(2))(torch.ones(2))
     torch.testing.assert_close(g, torch.full((2,), 2.0))
+
+
+@pytest.mark.parametrize("api", ["vjp", "jvp", "linearize", "jacrev", "jacfwd", "hessian"])
+def test_a_function_with_no_outputs_gives_empty_results(api):
+    x = torch.ones(2)
+    f = lambda v: ()  # noqa: E731
+    if api == "vjp":
+        out, f_vjp = fu.vjp(f, x)
+        assert out == () and torch.equal(f_vjp(())[0], torch.zeros(2))
+    elif api == "jvp":
+        assert fu.jvp(f, (x,), (x,)) == ((), ())
+    elif api == "linearize":
+        out, f_jvp = fu.linearize(f, x)
+        assert out == () and f_jvp(x) == ()
+    else:
+        assert getattr(fu, api)(f)(x) == ()
+
+
+def test_a_vjp_pulled_under_no_grad_carries_no_graph():
+    x = torch.tensor(3.0, requires_grad=True)
+    _, f_vjp = fu.vjp(lambda v: v**2, x)
+    with torch.no_grad():
+        (g,) = f_vjp(torch.tensor(1.0))
+    assert not g.requires_grad and g.item() == 6.0
+    (g2,) = f_vjp(torch.tensor(1.0))
+    assert g2.requires_grad  # outside no_grad it stays connected to outer autograd
+
+
+def test_jacfwd_of_a_random_function_is_a_clear_error():
+    with pytest.raises(TypeError, match=re.escape("jacfwd(bernoulli): the function draws random")):
+        fu.jacfwd(torch.bernoulli)(torch.rand(3))

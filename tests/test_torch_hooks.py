@@ -161,3 +161,10 @@ def test_unsupported_in_transform_error_texts_are_recognised():
             torch.func.grad(fn)(torch.ones(2))
         assert hooks.is_unsupported_in_transform_error(info.value)
     assert not hooks.is_unsupported_in_transform_error(RuntimeError("other"))
+
+
+def test_empty_output_error_text_is_recognised():
+    with pytest.raises(RuntimeError) as info:
+        torch.func.vjp(lambda v: (), torch.ones(2))
+    assert hooks.is_empty_output_error(info.value)
+    assert not hooks.is_empty_output_error(RuntimeError("other"))
