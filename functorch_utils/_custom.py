@@ -1,56 +1,142 @@
-"""``custom_vjp`` and ``custom_jvp``: user-defined derivative rules.
-
-# NOTE [custom rules as autograd.Functions]
-# Each rule becomes a ``torch.autograd.Function`` with ``setup_context`` (so torch.func accepts
-# it) and ``generate_vmap_rule = True`` (so ``vmap`` of it, and of its derivatives, works when the
-# user's code is made of vmappable torch ops). Pytrees are flattened with optree; a non-tensor
-# ``_Meta`` argument carries the structures and the user's functions.
-#
-# custom_vjp: JAX differentiates through ``fwd`` and ``bwd`` at higher orders. So ``fwd`` runs
-# OUTSIDE the Function, under whatever transforms are active, and its residuals enter the Function
-# as inputs. The Function's backward returns ``bwd(res, ct)`` for the primal inputs and nothing for
-# the residuals: first-order gradients come from the rule alone, and a second derivative flows
-# through ``bwd`` into the residuals and from them through ``fwd`` to the inputs, as in JAX.
-#
-# custom_jvp: the Function's ``jvp`` is the user's rule; its ``backward`` is the transpose of that
-# (linear) rule, computed as a VJP of ``tangents -> rule(primals, tangents)[1]``, which is what
-# JAX does, so ``grad`` of a custom_jvp function uses the custom rule.
-#
-# Complex numbers: the user writes rules in JAX's convention (NOTE [complex conventions] in
-# _engine.py). torch hands a backward ``conj(ct)``-convention cotangents, so custom_vjp's backward
-# conjugates on the way in and out; custom_jvp's backward is a torch VJP of a torch-traced linear
-# map, already in torch's convention.
-"""
+"""``custom_vjp`` and ``custom_jvp``: user-defined derivative rules with JAX's semantics."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NoReturn
 
+import optree
 import torch
 import torch.func
 
-from . import _engine, _pytree
+from . import _pytree
+from . import _torch_hooks as hooks
+from ._argnums import check_argnums, resolve_argnums
+from ._engine import conj_if_complex
 from ._errors import check_callable, describe, fun_name, message, raise_type, raise_value
 
 __all__ = ["custom_jvp", "custom_vjp"]
 
+# NOTE [custom rules as autograd.Functions]
+# Each differentiated call becomes one ``torch.autograd.Function`` with ``setup_context`` (so
+# torch.func accepts it) and ``generate_vmap_rule = True`` (so ``vmap`` of it and of its
+# derivatives works when the user's code is made of vmappable torch ops). Everything a rule needs
+# besides tensors travels in one per-call state object, the Function's first argument; it holds
+# no closure over itself, so a call leaves no reference cycle behind.
+#
+# The primal output is computed OUTSIDE the Function, under every active transform, and enters it
+# as an input that the Function returns as a fresh view:
+# - custom_vjp: ``fwd`` runs outside, so that its residuals are differentiable functions of the
+#   inputs; the backward returns ``bwd(res, ct)`` for the inputs and nothing for the residuals.
+#   First-order gradients come from the rule alone; a second derivative flows through ``bwd`` into
+#   the residuals and from them through ``fwd`` to the inputs, as in JAX. Forward mode over the
+#   Function passes on the tangent of ``fwd``'s output, which is JAX's forward-over-reverse
+#   (``jvp(grad(f))``); plain forward mode of a custom_vjp function is refused, as in JAX.
+# - custom_jvp: ``fun`` runs outside on inputs detached from every transform, so whatever still
+#   carries a derivative in its output came from a value ``fun`` closes over: refused. The
+#   Function's ``jvp`` is the rule; its ``backward`` is the transpose of that linear rule, a VJP of
+#   ``tangents -> rule(primals, tangents)[1]``, which is what JAX does.
+#
+# Complex numbers: rules are written in JAX's convention (NOTE [complex conventions] in
+# _engine.py). torch hands a backward ``conj(ct)``-convention cotangents, so custom_vjp's backward
+# conjugates on the way in and out; custom_jvp's backward is a torch VJP of a torch-traced linear
+# map, already in torch's convention.
+
+
+# NOTE [plain calls]
+# As in JAX, a call in which nothing is differentiated runs the decorated function itself. So does
+# a call of a custom function from inside its own rule where the rule would otherwise recurse:
+# JAX's canonical ``fwd`` calls ``f``, and a custom_jvp rule may call its function on the
+# tangents (that call is part of the linear map being transposed, so it is evaluated, not
+# differentiated by its rule again). ``_PLAIN`` holds the functions running such a rule.
+class _Plain(threading.local):
+    owners: tuple[object, ...] = ()
+
+
+_PLAIN = _Plain()
+
+
+@contextlib.contextmanager
+def _plain_calls(owner: object) -> Iterator[None]:
+    if hooks.is_compiling():  # dynamo cannot trace this mutation inside a Function's backward
+        yield
+        return
+    saved = _PLAIN.owners
+    _PLAIN.owners = (*saved, owner)
+    try:
+        yield
+    finally:
+        _PLAIN.owners = saved
+
+
+def _is_diff_tensor(x: Any) -> bool:
+    return isinstance(x, torch.Tensor) and (x.is_floating_point() or x.is_complex())
+
+
+# torch.compile cannot trace the functorch introspection below: while compiling, every call takes
+# the rule's path and the closure checks are skipped (docs/custom_rules.md says so).
+def _tracked(x: torch.Tensor) -> bool:
+    return not hooks.is_compiling() and hooks.carries_derivative(x)
+
+
+def _differentiating(args: tuple[Any, ...], *funs: Callable[..., Any]) -> bool:
+    """Whether a derivative of this call may be taken: a grad/jvp transform is active, or autograd
+    tracks an argument or a tensor in the closure cells of ``funs``."""
+    if hooks.is_compiling():
+        return True
+    names = hooks.transform_names()
+    if "Grad" in names or "Jvp" in names:
+        return True
+    if not torch.is_grad_enabled():
+        return False
+    leaves = _pytree.flatten(args)[0]
+    return any(isinstance(x, torch.Tensor) and hooks.carries_derivative(x) for x in leaves) or bool(
+        _closure_tensors(*funs)
+    )
+
+
+def _under_jvp() -> bool:
+    return not hooks.is_compiling() and hooks.forward_levels() > 0
+
+
+def _state_and_tensors(inputs: tuple[Any, ...]) -> tuple[Any, tuple[torch.Tensor, ...]]:
+    # torch.compile calls a Function's forward with a ctx first when it sees no input that
+    # requires grad (then no derivative is taken): skip it.
+    if not isinstance(inputs[0], (_VjpState, _JvpState)):
+        inputs = inputs[1:]
+    return inputs[0], inputs[1:]
+
+
+def _apply(call: str, fn: Any, state: Any, tensors: list[torch.Tensor], *rest: Any) -> Any:
+    if hooks.is_compiling():
+        # torch.compile decides from what it sees whether a derivative may be taken; inside a
+        # torch.func transform it sees the inputs as not requiring grad unless they are the
+        # result of an op, and would then drop the rule.
+        tensors = [t.view_as(t) for t in tensors]
+    try:
+        return fn.apply(state, *tensors, *rest)
+    except NotImplementedError as e:  # forward mode under torch.compile reaches the base class
+        if "jvp" not in str(e):
+            raise
+        raise TypeError(
+            message(
+                call,
+                "forward mode over a custom rule is not supported under torch.compile",
+                "reverse mode (grad, vjp, jacrev)",
+                "forward mode",
+                "Compile the reverse-mode computation, or run forward mode without torch.compile.",
+            )
+        ) from e
+
 
 def _normalize_nondiff(api: str, fun: Any, nondiff_argnums: Any) -> tuple[int, ...]:
-    if isinstance(nondiff_argnums, int) and not isinstance(nondiff_argnums, bool):
-        nondiff_argnums = (nondiff_argnums,)
-    if not isinstance(nondiff_argnums, (tuple, list)) or not all(
-        isinstance(i, int) and not isinstance(i, bool) for i in nondiff_argnums
-    ):
-        raise_type(
-            f"{api}({fun_name(fun)}, nondiff_argnums={nondiff_argnums!r})",
-            "nondiff_argnums must be a tuple of ints",
-            "e.g. (0,) or ()",
-            describe(nondiff_argnums),
-        )
-    return tuple(nondiff_argnums)
+    if isinstance(nondiff_argnums, (tuple, list)) and not nondiff_argnums:
+        return ()
+    return check_argnums(api, fun_name(fun), nondiff_argnums, what="nondiff_argnums")[0]
 
 
 def _bind(fun: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple:
@@ -74,190 +160,369 @@ def _no_rule(call: str, kind: str, expected: str, fix: str) -> NoReturn:
     )
 
 
-def _split_args(
-    fun: Callable[..., Any],
-    nondiff_argnums: tuple[int, ...],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> tuple[tuple[Any, ...], list[int], _Flat]:
-    """Positional args (keywords bound), the nondiff positions, and the differentiated leaves."""
-    args = _bind(fun, args, kwargs)
-    nargs = len(args)
-    nondiff = sorted(i + nargs if i < 0 else i for i in nondiff_argnums)
-    return args, nondiff, _Flat(args, [i for i in range(nargs) if i not in nondiff])
-
-
-class _Flat:
-    """Tensor leaves of the differentiated arguments, and how to put them back."""
-
-    __slots__ = ("diff_pos", "masks", "specs", "tensors", "treeleaves")
-
-    def __init__(self, args: tuple[Any, ...], diff_pos: Sequence[int]) -> None:
-        self.diff_pos = tuple(diff_pos)
-        self.specs = []
-        self.treeleaves = []
-        self.masks = []
-        self.tensors: list[torch.Tensor] = []
-        for k in self.diff_pos:
-            leaves, spec = _pytree.flatten(args[k])
-            self.specs.append(spec)
-            self.treeleaves.append(leaves)
-            mask = [
-                isinstance(x, torch.Tensor) and (x.is_floating_point() or x.is_complex())
-                for x in leaves
-            ]
-            self.masks.append(mask)
-            self.tensors.extend(x for x, m in zip(leaves, mask) if m)
-
-    def rebuild(self, args: tuple[Any, ...], tensors: Sequence[torch.Tensor]) -> tuple[Any, ...]:
-        out = list(args)
-        it = iter(tensors)
-        for k, spec, leaves, mask in zip(self.diff_pos, self.specs, self.treeleaves, self.masks):
-            out[k] = _pytree.unflatten(spec, [next(it) if m else x for x, m in zip(leaves, mask)])
-        return tuple(out)
-
-
-def _flatten_out(call: str, out: Any, what: str) -> tuple[list[torch.Tensor], Any]:
-    leaves, spec = _pytree.flatten(out)
+def _tensor_leaves(call: str, tree: Any, what: str) -> tuple[list[torch.Tensor], Any]:
+    leaves, spec = _pytree.flatten(tree)
     for i, x in enumerate(leaves):
         if not isinstance(x, torch.Tensor):
             raise_type(
                 call,
-                f"{_pytree.leaf_names(out, what)[i]} is not a tensor",
+                f"{_pytree.leaf_names(tree, what)[i]} is not a tensor",
                 "tensors at every leaf of the output",
                 describe(x),
             )
     return leaves, spec
 
 
+def _zero_like(leaf: Any) -> Any:
+    """A leaf's zero tangent: numbers and tensors get zeros, anything else stays as it is."""
+    if isinstance(leaf, torch.Tensor):
+        return torch.zeros_like(leaf)
+    if isinstance(leaf, (bool, int, float, complex)):
+        return type(leaf)(0)
+    return leaf
+
+
+def _fresh(outs: Sequence[torch.Tensor], inputs: Sequence[torch.Tensor]) -> tuple:
+    """The outputs of a Function's forward: new views of ``outs`` (an input may not be returned as
+    is).
+
+    Under vmap each output also gets an exact zero that depends on every input. torch's generated
+    vmap rule for the backward treats it as a per-sample function; an output that comes out
+    unbatched while an input is batched would have its cotangent counted once per sample (a
+    gradient multiplied by the batch size). Making every output batched keeps the rule exact.
+    """
+    if not inputs or not (hooks.is_compiling() or hooks.under_vmap()):
+        return tuple(o.view_as(o) for o in outs)
+    zero = _empty_sum(inputs[0])
+    for t in inputs[1:]:
+        zero = zero + _empty_sum(t)
+    return tuple(o + zero.to(o.dtype) if _is_diff_tensor(o) else o.view_as(o) for o in outs)
+
+
+def _empty_sum(t: torch.Tensor) -> torch.Tensor:
+    """An exact real zero that depends on ``t`` (so it is batched when ``t`` is)."""
+    empty = t.flatten()[:0]
+    return (empty.real if empty.is_complex() else empty).sum(dtype=torch.float32)
+
+
+def _closure_tensors(*funs: Callable[..., Any]) -> list[torch.Tensor]:
+    """Tensors in the rules' closure cells that an enclosing transform differentiates.
+
+    They enter the Function as inputs (with no cotangent), so that the engine sees the
+    dependence and keeps the backward pass differentiable: a rule's derivative with respect to a
+    value it closes over then comes out right at higher orders (see docs/custom_rules.md).
+    """
+    found: list[torch.Tensor] = []
+    if hooks.is_compiling():
+        return found
+    for fn in funs:
+        for cell in getattr(fn, "__closure__", None) or ():
+            try:
+                value = cell.cell_contents
+            except ValueError:  # an empty cell
+                continue
+            if isinstance(value, torch.Tensor):
+                leaves: list[Any] = [value]
+            elif isinstance(value, (tuple, list, dict)):
+                leaves = _pytree.flatten(value)[0]
+            else:
+                continue
+            found.extend(x for x in leaves if _is_diff_tensor(x) and _tracked(x))
+    return found
+
+
+class _Args:
+    """One call's positional arguments: the differentiated tensors, and how to put values back.
+
+    ``part`` is a :class:`_pytree.Partition` of the tuple of differentiated arguments that picks
+    their floating/complex tensors. Once the tensors are taken for the Function (which saves what
+    it needs), the state keeps no reference to them.
+    """
+
+    __slots__ = ("diff_pos", "nondiff", "part", "rest", "tensors")
+
+    def __init__(self, args: tuple[Any, ...], nondiff_pos: Sequence[int]) -> None:
+        self.diff_pos = tuple(i for i in range(len(args)) if i not in nondiff_pos)
+        self.nondiff = tuple(args[i] for i in nondiff_pos)
+        self.rest = args
+        diff = tuple(args[i] for i in self.diff_pos)
+        self.tensors, self.part = _pytree.partition(diff, _is_diff_tensor)
+
+    def take_tensors(self) -> list[torch.Tensor]:
+        """The differentiated tensors; afterwards this object holds no reference to them."""
+        tensors, self.tensors = self.tensors, []
+        picked = set(self.part.picked)
+        leaves = [None if i in picked else x for i, x in enumerate(self.part.leaves)]
+        self.part = _pytree.Partition(self.part.spec, leaves, self.part.picked)
+        self.rest = tuple(None if i in self.diff_pos else a for i, a in enumerate(self.rest))
+        return tensors
+
+    def full(self, diff_values: Sequence[Any]) -> tuple[Any, ...]:
+        """All positional arguments, with the differentiated ones given in order."""
+        out = list(self.rest)
+        for i, v in zip(self.diff_pos, diff_values):
+            out[i] = v
+        return tuple(out)
+
+    def diff(self, tensors: Sequence[torch.Tensor]) -> tuple[Any, ...]:
+        """The differentiated arguments with ``tensors`` at their tensor leaves."""
+        return tuple(self.part.combine(list(tensors)))
+
+    def tangents(self, tensors: Sequence[torch.Tensor]) -> tuple[Any, ...]:
+        """Tangents of the differentiated arguments: ``tensors``, and zeros at the other leaves
+        (a Python number in a differentiated argument is a constant)."""
+        zeros = _pytree.Partition(
+            self.part.spec, [_zero_like(x) for x in self.part.leaves], self.part.picked
+        )
+        return tuple(zeros.combine(list(tensors)))
+
+
+def _nondiff_positions(call: str, nondiff_argnums: tuple[int, ...], nargs: int) -> list[int]:
+    return sorted(set(resolve_argnums(call, nondiff_argnums, nargs, what="nondiff_argnums")))
+
+
+def _refuse_tracked_nondiff(call: str, args: tuple[Any, ...], positions: Sequence[int]) -> None:
+    for i in positions:
+        for leaf in _pytree.flatten(args[i])[0]:
+            if isinstance(leaf, torch.Tensor) and _tracked(leaf):
+                raise_type(
+                    call,
+                    f"argument {i} is in nondiff_argnums but is being differentiated by an "
+                    "enclosing transform",
+                    "values without a derivative in nondiff_argnums",
+                    describe(leaf),
+                    f"Take {i} out of nondiff_argnums so that the rule gives its derivative.",
+                )
+
+
+def _closure_error(call: str, what: str, fix: str) -> NoReturn:
+    raise_type(
+        call,
+        f"{what} depends on a value it closes over that an enclosing transform is "
+        "differentiating; the custom rule cannot give that derivative",
+        "a function of its arguments only",
+        "a closed-over tensor that carries a derivative",
+        fix,
+    )
+
+
+def _check_leaf_shapes(
+    call: str,
+    got: Sequence[Any],
+    like: Sequence[torch.Tensor],
+    name_of: Callable[[int], str],
+    fix: str,
+) -> list[torch.Tensor]:
+    """Tangent/cotangent leaves checked against primal leaves: tensors of the primal's shape (a
+    Python number for a 0-d primal), cast to the primal's dtype. ``name_of(i)`` names leaf i."""
+    out = []
+    for i, (g, x) in enumerate(zip(got, like)):
+        if isinstance(g, (int, float, complex)) and not isinstance(g, bool):
+            g = torch.tensor(g, dtype=x.dtype, device=x.device)
+        if not isinstance(g, torch.Tensor) or g.shape != x.shape:
+            raise_value(
+                call,
+                f"{name_of(i)} has the wrong shape",
+                f"shape {tuple(x.shape)} (the primal's)",
+                describe(g),
+                fix,
+            )
+        out.append(g if g.dtype == x.dtype else g.to(x.dtype))
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # custom_vjp
 
 
-class _VjpMeta:
-    __slots__ = (
-        "args",
-        "bwd",
-        "call",
-        "flat",
-        "n_in",
-        "n_out",
-        "n_res",
-        "nondiff",
-        "out_spec",
-        "res_leaves",
-        "res_spec",
-    )
-    args: tuple[Any, ...]
-    bwd: Callable[..., Any]
-    call: str
-    flat: _Flat
-    n_in: int
-    n_out: int
-    n_res: int
-    nondiff: tuple[Any, ...]
-    out_spec: Any
-    res_leaves: list[Any]
-    res_spec: Any
+_BWD_FIX = (
+    "bwd must return a tuple with one cotangent per differentiated argument, each with that "
+    "argument's structure and shapes (None for a zero cotangent, of a leaf or a whole argument)."
+)
+
+
+def _align_cotangent(arg: Any, ct: Any) -> list[Any] | None:
+    """``ct``'s leaves matched to ``arg``'s leaves, with ``None`` (zero) standing for any subtree;
+    ``None`` when the structures differ."""
+    if ct is None:
+        return [None] * len(_pytree.flatten(arg)[0])
+    arg_spec = _pytree.flatten(arg)[1]
+    ct_leaves, ct_spec = _pytree.flatten(ct)
+    if ct_spec == arg_spec:
+        return ct_leaves
+    if arg_spec.is_leaf() or optree.tree_structure(ct, namespace=_pytree.NAMESPACE).is_leaf():
+        return None
+    a = optree.tree_flatten_one_level(arg, namespace=_pytree.NAMESPACE)
+    c = optree.tree_flatten_one_level(ct, none_is_leaf=True, namespace=_pytree.NAMESPACE)
+    if type(arg) is not type(ct) or a.entries != c.entries or len(a.children) != len(c.children):
+        return None
+    out: list[Any] = []
+    for sub_arg, sub_ct in zip(a.children, c.children):
+        sub = _align_cotangent(sub_arg, sub_ct)
+        if sub is None:
+            return None
+        out.extend(sub)
+    return out
+
+
+def _refuse_closed_over_output(call: str, owner: custom_vjp, args: _Args) -> None:
+    """fwd on inputs detached from every transform: an output that still carries a derivative
+    depends on a closed-over value the rule cannot differentiate (JAX refuses it too)."""
+    detached = args.full(args.diff([t.detach() for t in args.tensors]))
+    with _plain_calls(owner):
+        out = owner.fwd(*detached)  # type: ignore[misc]
+    leaves = _pytree.flatten(out[0] if isinstance(out, (tuple, list)) else out)[0]
+    if any(isinstance(x, torch.Tensor) and _tracked(x) for x in leaves):
+        _closure_error(
+            call,
+            "the function's output",
+            "Pass the value as an argument of the custom function (bwd then returns its "
+            "cotangent), or return it among fwd's residuals if only bwd uses it.",
+        )
+
+
+class _VjpState:
+    """What one custom_vjp call's Function needs besides tensors."""
+
+    __slots__ = ("args", "bwd", "call", "forward_refusal", "n", "out_spec", "res_part")
+
+    def __init__(self, call: str, bwd: Callable[..., Any], args: _Args) -> None:
+        self.call, self.bwd, self.args = call, bwd, args
+        self.forward_refusal: str | None = None
+        self.out_spec: Any = None
+        self.res_part: Any = None
+        self.n = (0, 0, 0, 0)  # primal tensors, residual tensors, closed-over tensors, outputs
+
+    def cotangents(
+        self,
+        res_tensors: Sequence[torch.Tensor],
+        cts: Sequence[torch.Tensor],
+        like: Sequence[torch.Tensor],
+    ) -> list[torch.Tensor | None]:
+        """Run ``bwd`` and check what it returns against the differentiated arguments."""
+        res = self.res_part.combine(list(res_tensors))
+        ct = _pytree.unflatten(self.out_spec, [conj_if_complex(c) for c in cts])
+        grads = self.bwd(*self.args.nondiff, res, ct)
+        call = f"{self.call} bwd"
+        n_args = len(self.args.diff_pos)
+        if not isinstance(grads, (tuple, list)) or len(grads) != n_args:
+            raise_value(
+                call,
+                "bwd returned the wrong number of cotangents",
+                f"a tuple of {n_args}",
+                describe(grads),
+                _BWD_FIX,
+            )
+        diff_args = self.args.diff(like)
+        aligned = _align_cotangent(tuple(diff_args), tuple(grads))
+        if aligned is None:
+            detail = _pytree.structure_errors(tuple(diff_args), tuple(grads), "bwd_output")
+            raise ValueError(
+                message(
+                    call,
+                    "the cotangents do not have the arguments' structure",
+                    "one cotangent per argument, shaped like it",
+                    "another structure",
+                    _BWD_FIX,
+                )
+                + "\n"
+                + detail
+            )
+        picked = self.args.part.picked
+        present = [k for k, i in enumerate(picked) if aligned[i] is not None]
+
+        def name_of(j: int) -> str:
+            return _pytree.leaf_names(tuple(diff_args), "bwd_output")[picked[present[j]]]
+
+        checked = _check_leaf_shapes(
+            call,
+            [aligned[picked[k]] for k in present],
+            [like[k] for k in present],
+            name_of,
+            _BWD_FIX,
+        )
+        # With grad mode off no derivative of this backward pass is taken: a graph that bwd built
+        # (e.g. by calling vjp) is not handed on.
+        keep_graph = torch.is_grad_enabled()
+        out: list[torch.Tensor | None] = [None] * len(picked)
+        for k, g in zip(present, checked):
+            out[k] = conj_if_complex(g.detach() if g.requires_grad and not keep_graph else g)
+        return out
 
 
 class _CustomVjpFunction(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(meta: _VjpMeta, *tensors: torch.Tensor) -> Any:
-        # tensors = primal leaves, residual tensors, fwd's outputs (already computed, detached).
-        outs = tensors[meta.n_in + meta.n_res :]
-        return tuple(o.clone() for o in outs)
+    def forward(*inputs: Any) -> Any:
+        # inputs: the state, primal tensors, residual tensors, closed-over tensors, fwd's outputs
+        state, tensors = _state_and_tensors(inputs)
+        return _fresh(tensors[sum(state.n[:3]) :], tensors)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
-        meta = inputs[0]
-        ctx.meta = meta
-        ctx.save_for_backward(*inputs[1 + meta.n_in : 1 + meta.n_in + meta.n_res])
+        state: _VjpState = inputs[0]
+        n_in, n_res, n_cap, _ = state.n
+        ctx.meta = state
+        # One set for both (torch's generated vmap rule tracks one set of saved tensors).
+        kept = (*inputs[1 : 1 + n_in + n_res], *inputs[1 + n_in + n_res + n_cap :])
+        ctx.save_for_backward(*kept)
+        ctx.save_for_forward(*kept)
 
     @staticmethod
     def backward(ctx: Any, *cts: torch.Tensor) -> Any:
-        meta: _VjpMeta = ctx.meta
-        res_t = iter(ctx.saved_tensors)
-        res = _pytree.unflatten(
-            meta.res_spec,
-            [next(res_t) if isinstance(x, torch.Tensor) else x for x in meta.res_leaves],
+        state: _VjpState = ctx.meta
+        n_in, n_res, n_cap, n_out = state.n
+        saved = ctx.saved_tensors
+        grads = state.cotangents(saved[n_in : n_in + n_res], cts, saved[:n_in])
+        return (None, *grads, *([None] * (n_res + n_cap + n_out)))
+
+
+class _CustomVjpForwardFunction(_CustomVjpFunction):
+    """With forward mode over the rule, for calls made under a jvp level (torch.compile cannot
+    trace a Function that defines ``jvp``, so the other calls use the base class)."""
+
+    @staticmethod
+    def jvp(ctx: Any, *tangents: Any) -> Any:
+        state: _VjpState = ctx.meta
+        if state.forward_refusal is not None:
+            raise TypeError(state.forward_refusal)
+        outs = ctx.saved_tensors[state.n[0] + state.n[1] :]
+        return tuple(
+            torch.zeros_like(o) if t is None else t
+            for o, t in zip(outs, tangents[1 + sum(state.n[:3]) :])
         )
-        ct_leaves = [_engine.conj_if_complex(c) for c in cts]
-        ct = _pytree.unflatten(meta.out_spec, ct_leaves)
-        grads = meta.bwd(*meta.nondiff, res, ct)
-        flat = _check_bwd(meta, grads)
-        return (None, *flat, *([None] * (meta.n_res + meta.n_out)))
 
 
-def _check_bwd(meta: _VjpMeta, grads: Any) -> list[Any]:
-    call = f"{meta.call} bwd"
-    n = len(meta.flat.diff_pos)
-    fix = (
-        "bwd must return a tuple with one cotangent per differentiated argument, each with that "
-        "argument's structure, shapes and dtypes (None for a zero cotangent)."
-    )
-    if not isinstance(grads, (tuple, list)) or len(grads) != n:
-        raise_value(
+def _forward_refusal(call: str) -> str | None:
+    """Why forward mode over this call must be refused, if it must (read when the call is made)."""
+    names = hooks.transform_names()
+    if names.count("Jvp") >= 2:
+        return _nested_forward_message(call)
+    if "Jvp" in names and "Grad" not in names[len(names) - names[::-1].index("Jvp") :]:
+        return message(
             call,
-            "bwd returned the wrong number of cotangents",
-            f"a tuple of {n}",
-            describe(grads),
-            fix,
+            "a custom_vjp function has no forward-mode rule, so jvp/jacfwd cannot differentiate it",
+            "reverse mode (grad, vjp, jacrev), or forward mode over it (jvp(grad(f)), "
+            "jacfwd(jacrev(f)))",
+            "forward mode",
+            "Define the rule with custom_jvp instead (it serves both modes).",
         )
-    out: list[Any] = []
-    for j, (k, spec, leaves, mask) in enumerate(
-        zip(meta.flat.diff_pos, meta.flat.specs, meta.flat.treeleaves, meta.flat.masks)
-    ):
-        g = grads[j]
-        primal_tree = meta.args[k]
-        if g is None:
-            out.extend(None for m in mask if m)
-            continue
-        g_leaves, g_spec = _pytree.flatten(g)
-        if g_spec != spec:
-            raise ValueError(
-                message(
-                    call,
-                    f"the cotangent for argument {k} does not have the argument's structure",
-                    f"structure {spec}",
-                    f"structure {g_spec}",
-                    fix,
-                )
-                + "\n"
-                + _pytree.structure_errors(primal_tree, g, f"bwd_output[{j}]")
-            )
-        for i, (x, gx, m) in enumerate(zip(leaves, g_leaves, mask)):
-            if not m:
-                continue
-            if gx is None:
-                out.append(None)
-                continue
-            if not isinstance(gx, torch.Tensor) or gx.shape != x.shape:
-                name = _pytree.leaf_names(g, f"bwd_output[{j}]")[i]
-                raise_value(
-                    call,
-                    f"{name} has the wrong shape",
-                    f"shape {tuple(x.shape)}",
-                    describe(gx),
-                    fix,
-                )
-            if gx.dtype != x.dtype:
-                gx = gx.to(x.dtype)
-            out.append(_engine.conj_if_complex(gx))
-    return out
+    return None
 
 
 class custom_vjp:
     """A function with a custom reverse-mode rule, as ``jax.custom_vjp``.
 
     ``f = custom_vjp(fun)``, then ``f.defvjp(fwd, bwd)``: ``fwd(*args)`` returns
-    ``(out, residuals)`` (residuals any pytree); ``bwd(*nondiff_args, residuals, ct)`` returns a
-    tuple with one cotangent per differentiated argument (``None`` for zero). The rule is used by
-    ``grad``, ``vjp``, ``jacrev`` and ``vmap`` of them at any nesting; ``fwd`` and ``bwd`` are
-    themselves differentiated for higher orders, as in JAX. Forward mode (``jvp``, ``jacfwd``)
-    raises ``TypeError``: use :class:`custom_jvp` for that.
+    ``(out, residuals)`` (residuals any pytree; ``fwd`` may call ``f`` itself);
+    ``bwd(*nondiff_args, residuals, ct)`` returns a tuple with one cotangent per differentiated
+    argument (``None`` for zero, for a leaf or a whole argument; Python numbers for 0-d leaves).
+    A call in which nothing is differentiated runs ``fun`` itself. The rule is used by ``grad``,
+    ``vjp``, ``jacrev`` and ``vmap`` of them at any nesting; ``fwd`` and ``bwd`` are themselves
+    differentiated for higher orders, including forward over reverse (``jvp(grad(f))``,
+    ``jacfwd(jacrev(f))``), as in JAX. Forward mode of the function itself (``jvp(f)``,
+    ``jacfwd(f)``) raises ``TypeError``: use :class:`custom_jvp` for that.
 
     Example:
         >>> import torch
@@ -266,7 +531,7 @@ class custom_vjp:
         ... def clip_gradient(x):
         ...     return x
         >>> def fwd(x):
-        ...     return x, None
+        ...     return clip_gradient(x), None
         >>> def bwd(res, g):
         ...     return (g.clamp(-1.0, 1.0),)
         >>> clip_gradient.defvjp(fwd, bwd)
@@ -292,94 +557,138 @@ class custom_vjp:
         call = f"custom_vjp({fun_name(self.fun)})"
         if self.fwd is None or self.bwd is None:
             _no_rule(call, "VJP", "f.defvjp(fwd, bwd)", "Call defvjp on the custom_vjp function.")
-        args, nondiff, flat = _split_args(self.fun, self.nondiff_argnums, args, kwargs)
-        res_out = self.fwd(*args)
-        if not (isinstance(res_out, tuple) and len(res_out) == 2):
+        args = _bind(self.fun, args, kwargs)
+        nondiff = _nondiff_positions(call, self.nondiff_argnums, len(args))
+        state = _VjpState(call, self.bwd, _Args(args, nondiff))
+        if self in _PLAIN.owners or not _differentiating(args, self.fun, self.fwd):
+            return self.fun(*args)
+        _refuse_tracked_nondiff(call, args, nondiff)
+        if _closure_tensors(self.fun, self.fwd):
+            _refuse_closed_over_output(call, self, state.args)
+        with _plain_calls(self):
+            res_out = self.fwd(*args)
+        if not (isinstance(res_out, (tuple, list)) and len(res_out) == 2):
             raise_type(
                 f"{call} fwd",
                 "fwd must return a pair (output, residuals)",
                 "a tuple of length 2",
                 describe(res_out),
             )
-        out, res = res_out
-        out_leaves, out_spec = _flatten_out(call, out, "out")
-        res_leaves, res_spec = _pytree.flatten(res)
-        res_tensors = [x for x in res_leaves if isinstance(x, torch.Tensor)]
-        meta = _VjpMeta()
-        meta.args, meta.bwd, meta.call, meta.flat = args, self.bwd, call, flat
-        meta.nondiff = tuple(args[i] for i in nondiff)
-        meta.n_in, meta.n_res, meta.n_out = len(flat.tensors), len(res_tensors), len(out_leaves)
-        meta.out_spec, meta.res_leaves, meta.res_spec = out_spec, res_leaves, res_spec
-        detached = [o.detach() for o in out_leaves]
-        try:
-            new = _CustomVjpFunction.apply(meta, *flat.tensors, *res_tensors, *detached)
-        except NotImplementedError as e:
-            if "jvp" in str(e):
-                raise TypeError(
-                    message(
-                        call,
-                        "a custom_vjp function has no forward-mode rule, so jvp/jacfwd cannot "
-                        "differentiate it",
-                        "reverse mode (grad, vjp, jacrev)",
-                        "forward mode",
-                        "Define the rule with custom_jvp instead (it serves both modes).",
-                    )
-                ) from e
-            raise
-        return _pytree.unflatten(out_spec, list(new))
+        out_leaves, state.out_spec = _tensor_leaves(call, res_out[0], "out")
+        res_tensors, state.res_part = _pytree.partition(res_out[1], _pytree.is_tensor)
+        captured = _closure_tensors(self.bwd)
+        tensors = state.args.take_tensors()
+        state.n = (len(tensors), len(res_tensors), len(captured), len(out_leaves))
+        state.forward_refusal = _forward_refusal(call) if _under_jvp() else None
+        fn = _CustomVjpForwardFunction if _under_jvp() else _CustomVjpFunction
+        new = _apply(call, fn, state, tensors, *res_tensors, *captured, *out_leaves)
+        return _pytree.unflatten(state.out_spec, list(new))
 
 
 # ---------------------------------------------------------------------------------------------
 # custom_jvp
 
 
-class _JvpMeta:
-    __slots__ = ("args", "call", "flat", "fun", "jvp_flat", "n_in", "out_spec")
-    args: tuple[Any, ...]
-    call: str
-    flat: _Flat
-    fun: Callable[..., Any]
-    jvp_flat: Callable[..., list[torch.Tensor]]
-    n_in: int
-    out_spec: Any
+class _JvpState:
+    """What one custom_jvp call's Function needs besides tensors."""
+
+    __slots__ = ("args", "autodiff_rest", "call", "n", "out_spec", "owner", "rule")
+
+    def __init__(self, call: str, owner: custom_jvp, args: _Args) -> None:
+        self.call, self.owner, self.args = call, owner, args
+        self.rule: Callable[..., Any] = owner.rule  # type: ignore[assignment]
+        self.out_spec: Any = None
+        self.autodiff_rest = False  # the output carries derivatives of closed-over values
+        self.n = (0, 0, 0)  # primal tensors, closed-over tensors, outputs
+
+    def tangent_out(
+        self,
+        primals: Sequence[torch.Tensor],
+        tangents: Sequence[torch.Tensor],
+        like: Sequence[torch.Tensor],
+    ) -> tuple[torch.Tensor, ...]:
+        """The rule's output tangent, checked against the output's structure and shapes."""
+        diff_p = self.args.diff(primals)
+        diff_t = self.args.tangents(tangents)
+        res = self.rule(*self.args.nondiff, diff_p, diff_t)
+        call = f"{self.call} rule"
+        if not (isinstance(res, (tuple, list)) and len(res) == 2):
+            raise_type(
+                call,
+                "the JVP rule must return a pair (primal_out, tangent_out)",
+                "a tuple of length 2",
+                describe(res),
+            )
+        fix = "Return a tangent with the output's structure and shapes."
+        t_leaves, t_spec = _pytree.flatten(res[1])
+        if t_spec != self.out_spec:
+            raise ValueError(
+                message(
+                    call,
+                    "tangent_out does not have the output's structure",
+                    f"structure {self.out_spec}",
+                    f"structure {t_spec}",
+                    fix,
+                )
+            )
+        names = functools.partial(_leaf_name, res[1], "tangent_out")
+        return tuple(_check_leaf_shapes(call, t_leaves, like, names, fix))
 
 
 class _CustomJvpFunction(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(meta: _JvpMeta, *tensors: torch.Tensor) -> Any:
-        out = meta.fun(*meta.flat.rebuild(meta.args, tensors))
-        leaves, spec = _flatten_out(meta.call, out, "out")
-        meta.out_spec = spec
-        return tuple(leaves)
+    def forward(*inputs: Any) -> Any:
+        # inputs: the state, primal tensors, closed-over tensors, fun's outputs
+        state, tensors = _state_and_tensors(inputs)
+        return _fresh(tensors[state.n[0] + state.n[1] :], tensors)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
-        ctx.meta = inputs[0]
-        ctx.save_for_backward(*inputs[1:])
-        ctx.save_for_forward(*inputs[1:])
-
-    @staticmethod
-    def jvp(ctx: Any, *tangents: Any) -> Any:
-        meta: _JvpMeta = ctx.meta
-        _refuse_nested_forward(meta.call)
-        primals = ctx.saved_tensors
-        tans = [torch.zeros_like(p) if t is None else t for p, t in zip(primals, tangents[1:])]
-        return tuple(meta.jvp_flat(primals, tans))
+        state: _JvpState = inputs[0]
+        ctx.meta = state
+        ctx.counts = state.n
+        kept = (*inputs[1 : 1 + state.n[0]], *inputs[1 + state.n[0] + state.n[1] :])
+        ctx.save_for_backward(*kept)
+        ctx.save_for_forward(*kept)
 
     @staticmethod
     def backward(ctx: Any, *cts: torch.Tensor) -> Any:
-        meta: _JvpMeta = ctx.meta
-        primals = ctx.saved_tensors
+        state: _JvpState = ctx.meta
+        n_in, n_cap, n_out = ctx.counts
+        saved = ctx.saved_tensors
+        primals, outs = saved[:n_in], saved[n_in:]
         zeros = tuple(torch.zeros_like(p) for p in primals)
 
-        def linear(*tans: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            return tuple(meta.jvp_flat(primals, tans))
+        def linear(*tangents: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            return state.tangent_out(primals, tangents, outs)
 
-        pull = torch.func.vjp(linear, *zeros)[1]
-        cts_full = tuple(torch.zeros_like(c) if c is None else c for c in cts)
-        return (None, *pull(cts_full))
+        with _plain_calls(state.owner):
+            pull = torch.func.vjp(linear, *zeros)[1]
+            grads = pull(tuple(cts))
+        rest = cts if state.autodiff_rest else (None,) * n_out
+        return (None, *grads, *([None] * n_cap), *rest)
+
+
+class _CustomJvpForwardFunction(_CustomJvpFunction):
+    """With the rule as its ``jvp``, for calls made under a jvp level (torch.compile cannot trace
+    a Function that defines ``jvp``, so the other calls use the base class)."""
+
+    @staticmethod
+    def jvp(ctx: Any, *tangents: Any) -> Any:
+        state: _JvpState = ctx.meta
+        n_in = state.n[0]
+        if hooks.forward_levels() >= 2:
+            raise TypeError(_nested_forward_message(state.call))
+        saved = ctx.saved_tensors
+        primals, outs = saved[:n_in], saved[n_in:]
+        tans = [torch.zeros_like(p) if t is None else t for p, t in zip(primals, tangents[1:])]
+        out_tangents = state.tangent_out(primals, tans, outs)
+        if not state.autodiff_rest:
+            return out_tangents
+        rest = tangents[1 + n_in + state.n[1] :]
+        return tuple(t if r is None else t + r for t, r in zip(out_tangents, rest))
 
 
 class custom_jvp:
@@ -389,7 +698,9 @@ class custom_jvp:
     ``f.defjvps(*rules)`` with one ``rule_i(g_i, ans, *primals)`` per argument (``None`` for no
     dependence). The rule serves ``jvp``, ``jacfwd``, ``hessian`` and ``vmap``, and reverse mode
     uses its transpose (as JAX does), so ``grad`` of the function uses the custom rule too. The
-    rule must be linear in the tangents.
+    rule must be linear in the tangents; it may call the function itself, on the primals or on
+    the tangents. A call in which nothing is differentiated runs the function itself; a Python
+    number among the arguments is a constant, with a zero tangent.
 
     Example:
         >>> import torch
@@ -422,97 +733,67 @@ class custom_jvp:
 
     def defjvps(self, *jvps: Callable[..., Any] | None) -> None:
         """One rule per argument: ``jvp_i(g_i, ans, *primals)`` gives its tangent contribution."""
-
-        def rule(primals: tuple[Any, ...], tangents: tuple[Any, ...]) -> tuple[Any, Any]:
-            ans = self.fun(*primals)
-            total: Any = None
-            for jvp_i, t in zip(jvps, tangents):
-                if jvp_i is None:
-                    continue
-                contribution = jvp_i(t, ans, *primals)
-                total = contribution if total is None else _pytree_add(total, contribution)
-            if total is None:
-                total = _pytree_zeros_like(ans)
-            return ans, total
-
-        self.rule = rule
+        self.rule = functools.partial(_sum_of_rules, self.fun, jvps)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         call = f"custom_jvp({fun_name(self.fun)})"
-        rule = self.rule
-        if rule is None:
-            _no_rule(
-                call,
-                "JVP",
-                "f.defjvp(rule)",
-                "Call defjvp (or defjvps) on the custom_jvp function.",
-            )
-        args, nondiff, flat = _split_args(self.fun, self.nondiff_argnums, args, kwargs)
-        diff_pos = flat.diff_pos
-        fun = self.fun
-        meta = _JvpMeta()
-        meta.args, meta.call, meta.flat, meta.n_in = args, call, flat, len(flat.tensors)
-
-        def rule_flat(
-            primals: Sequence[torch.Tensor], tangents: Sequence[torch.Tensor]
-        ) -> list[torch.Tensor]:
-            p_args = flat.rebuild(args, primals)
-            t_args = flat.rebuild(args, tangents)
-            diff_p = tuple(p_args[i] for i in diff_pos)
-            diff_t = tuple(t_args[i] for i in diff_pos)
-            if nondiff:
-                res = rule(*(args[i] for i in nondiff), diff_p, diff_t)
-            else:
-                res = rule(diff_p, diff_t)
-            if not (isinstance(res, tuple) and len(res) == 2):
-                raise_type(
-                    f"{call} rule",
-                    "the JVP rule must return a pair (primal_out, tangent_out)",
-                    "a tuple of length 2",
-                    describe(res),
-                )
-            t_leaves, t_spec = _flatten_out(call, res[1], "tangent_out")
-            if meta.out_spec is not None and t_spec != meta.out_spec:
-                raise ValueError(
-                    message(
-                        f"{call} rule",
-                        "tangent_out does not have the output's structure",
-                        f"structure {meta.out_spec}",
-                        f"structure {t_spec}",
-                        "Return a tangent shaped like the function's output.",
-                    )
-                )
-            return t_leaves
-
-        meta.fun = fun
-        meta.jvp_flat = rule_flat
-        meta.out_spec = None
-        new = _CustomJvpFunction.apply(meta, *flat.tensors)
-        return _pytree.unflatten(meta.out_spec, list(new))
+        if self.rule is None:
+            _no_rule(call, "JVP", "f.defjvp(rule)", "Call defjvp (or defjvps) on the function.")
+        args = _bind(self.fun, args, kwargs)
+        nondiff = _nondiff_positions(call, self.nondiff_argnums, len(args))
+        state = _JvpState(call, self, _Args(args, nondiff))
+        if self in _PLAIN.owners or not _differentiating(args, self.fun):
+            return self.fun(*args)
+        tensors = state.args.take_tensors()
+        detached = state.args.diff([t.detach() for t in tensors])
+        # See NOTE [custom rules as autograd.Functions]: what still carries a derivative in this
+        # output comes from closed-over values or nondiff arguments, and is differentiated by
+        # autodiff of fun (the rule speaks only of the differentiated arguments).
+        out = self.fun(*state.args.full(detached))
+        out_leaves, state.out_spec = _tensor_leaves(call, out, "out")
+        state.autodiff_rest = any(_tracked(o) for o in out_leaves)
+        captured = _closure_tensors(self.rule)
+        state.n = (len(tensors), len(captured), len(out_leaves))
+        fn = _CustomJvpForwardFunction if _under_jvp() else _CustomJvpFunction
+        new = _apply(call, fn, state, tensors, *captured, *out_leaves)
+        return _pytree.unflatten(state.out_spec, list(new))
 
 
-def _refuse_nested_forward(call: str) -> None:
-    if _engine.nested_forward_mode():
-        raise TypeError(
-            message(
-                call,
-                "forward-over-forward differentiation (jvp of jvp, jacfwd of jacfwd) of a custom "
-                "rule is not supported: torch drops the outer tangent through an "
-                "autograd.Function's jvp and would return zeros",
-                "at most one forward-mode level over the rule",
-                "nested forward mode",
-                "Use reverse mode for the outer derivative: jacfwd(jacrev(f)), hessian(f), "
-                "jvp(grad(f)) or grad(grad(f)) all work.",
-            )
+def _sum_of_rules(
+    fun: Callable[..., Any],
+    jvps: Sequence[Callable[..., Any] | None],
+    primals: tuple[Any, ...],
+    tangents: tuple[Any, ...],
+) -> tuple[Any, Any]:
+    """The JVP rule that ``defjvps`` defines: the sum of the per-argument contributions."""
+    ans = fun(*primals)
+    total: Any = None
+    for jvp_i, t in zip(jvps, tangents):
+        if jvp_i is None:
+            continue
+        part = jvp_i(t, ans, *primals)
+        total = (
+            part
+            if total is None
+            else optree.tree_map(torch.add, total, part, namespace=_pytree.NAMESPACE)
         )
+    if total is None:
+        total = optree.tree_map(torch.zeros_like, ans, namespace=_pytree.NAMESPACE)
+    return ans, total
 
 
-def _pytree_add(a: Any, b: Any) -> Any:
-    la, spec = _pytree.flatten(a)
-    lb, _ = _pytree.flatten(b)
-    return _pytree.unflatten(spec, [x + y for x, y in zip(la, lb)])
+def _leaf_name(tree: Any, root: str, i: int) -> str:
+    return _pytree.leaf_names(tree, root)[i]
 
 
-def _pytree_zeros_like(a: Any) -> Any:
-    la, spec = _pytree.flatten(a)
-    return _pytree.unflatten(spec, [torch.zeros_like(x) for x in la])
+def _nested_forward_message(call: str) -> str:
+    return message(
+        call,
+        "forward-over-forward differentiation (jvp of jvp, jacfwd of jacfwd) of a custom rule is "
+        "not supported: torch drops the outer tangent through an autograd.Function's jvp and "
+        "would return zeros",
+        "at most one forward-mode level over the rule",
+        "nested forward mode",
+        "Use reverse mode for the outer derivative: jacfwd(jacrev(f)), hessian(f), "
+        "jvp(grad(f)) or grad(grad(f)) all work.",
+    )

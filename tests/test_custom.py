@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import gc
 import re
+import weakref
 
 import pytest
 import torch
@@ -87,7 +91,9 @@ def test_custom_vjp_errors():
     with pytest.raises(AttributeError, match=re.escape("no VJP rule is defined")):
         f(torch.ones(2))
     f.defvjp(lambda x: (x * 2, None), lambda r, g: ({"x": g},))
-    with pytest.raises(ValueError, match=re.escape("does not have the argument's structure")):
+    with pytest.raises(
+        ValueError, match=re.escape("the cotangents do not have the arguments' structure")
+    ):
         fu.grad(lambda x: f(x).sum())(torch.ones(2))
     f.defvjp(lambda x: (x * 2, None), lambda r, g: (g, g))
     with pytest.raises(ValueError, match=re.escape("bwd returned the wrong number of cotangents")):
@@ -182,3 +188,447 @@ def test_custom_rules_under_compile():
         torch._dynamo.reset()
         compiled = torch.compile(fn, fullgraph=True, backend="eager")
         tree_allclose(compiled(X), fn(X))
+
+
+# ---------------------------------------------------------------------------------------------
+# JAX semantics (expected values are JAX's, from tests/custom_api_test.py, written analytically)
+
+T = functools.partial(torch.tensor, dtype=D)
+
+
+def sin_vjp_calling_itself():
+    """JAX's canonical custom_vjp: fwd calls the decorated function; the rule is 2 cos(x)."""
+
+    @fu.custom_vjp
+    def f(x):
+        return torch.sin(x)
+
+    f.defvjp(lambda x: (f(x), torch.cos(x)), lambda cos_x, g: (2 * cos_x * g,))
+    return f
+
+
+def test_custom_vjp_plain_call_runs_the_function_and_fwd_may_call_it():
+    calls = []
+
+    @fu.custom_vjp
+    def f(x):
+        calls.append("fun")
+        return torch.sin(x)
+
+    def fwd(x):
+        calls.append("fwd")
+        return f(x), torch.cos(x)
+
+    f.defvjp(fwd, lambda cos_x, g: (2 * cos_x * g,))
+    x = T(3.0)
+    tree_allclose(f(x), torch.sin(x))
+    assert calls == ["fun"]
+    calls.clear()
+    value, g = fu.value_and_grad(f)(x)
+    tree_allclose((value, g), (torch.sin(x), 2 * torch.cos(x)))
+    assert calls == ["fwd", "fun"]
+    f2 = sin_vjp_calling_itself()
+    xs = torch.arange(3.0, dtype=D)
+    tree_allclose(fu.vmap(fu.grad(f2))(xs), 2 * torch.cos(xs))
+    tree_allclose(fu.grad(lambda x: fu.vmap(f2)(x).sum())(xs), 2 * torch.cos(xs))
+    tree_allclose(fu.grad(fu.grad(f2))(x), -2 * torch.sin(x))
+
+
+def test_custom_vjp_invariance_under_nested_value_and_grad():
+    @fu.custom_vjp
+    def f(x):
+        return torch.cos(2 * x) / 2.0
+
+    f.defvjp(lambda x: (f(x), x), lambda x, g: (g * 3,))
+
+    def f2(x):
+        return fu.value_and_grad(f)(x)[0]
+
+    def f3(x):
+        return fu.value_and_grad(f2)(x)[0]
+
+    x = T(1.0)
+    for h in (f, f2, f3):
+        tree_allclose(h(x), f(x))
+        tree_allclose(fu.grad(h)(x), T(3.0))
+
+
+def test_custom_vjp_bwd_may_return_none_and_python_floats():
+    @fu.custom_vjp
+    def f(x, y):
+        return x * torch.sin(y)
+
+    f.defvjp(lambda x, y: (f(x, y), torch.cos(y)), lambda cos_y, g: (None, 2 * cos_y * g))
+    x = T(3.0)
+    tree_allclose(fu.grad(lambda x: f(x, x))(x), 2 * torch.cos(x))
+    xs = torch.arange(3.0, dtype=D)
+    tree_allclose(fu.grad(lambda x: fu.vmap(f)(x, x).sum())(xs), 2 * torch.cos(xs))
+
+    @fu.custom_vjp
+    def g(pair, y):
+        return pair[0] * pair[1] * torch.sin(y)
+
+    g.defvjp(lambda pair, y: (g(pair, y), torch.cos(y)), lambda cos_y, ct: (None, 2 * cos_y * ct))
+    tree_allclose(fu.grad(lambda x: g((x, x), x))(x), 2 * torch.cos(x))
+    # a None leaf inside a pytree cotangent
+    g.defvjp(lambda pair, y: (g(pair, y), pair), lambda p, ct: ((None, ct * p[0]), None))
+    tree_allclose(fu.grad(lambda a, b: g((a, b), T(0.5)), argnums=1)(T(2.0), x), T(2.0))
+
+    @fu.custom_vjp
+    def h(x):
+        return x
+
+    h.defvjp(lambda x: (x, None), lambda _, ct: (2.0,))
+    tree_allclose(fu.grad(h)(T(2.0)), T(2.0))
+
+
+def test_custom_vjp_jax_clip_gradient_with_an_argument_in_the_residuals():
+    @fu.custom_vjp
+    def clip(lo, hi, x):
+        return x
+
+    def clip_bwd(res, g):
+        lo, hi = res
+        return (None, None, torch.minimum(torch.maximum(g, lo), hi))
+
+    clip.defvjp(lambda lo, hi, x: (x, (lo, hi)), clip_bwd)
+    tree_allclose(fu.grad(lambda x: clip(T(-0.1), x + 0.1, x))(T(0.1)), T(0.2))
+
+
+def test_custom_vjp_bwd_wrong_structure_is_a_clear_error():
+    f = fu.custom_vjp(lambda x, y: x * y)
+    x = T(2.0)
+    f.defvjp(lambda x, y: (x * y, (x, y)), lambda r, g: (g * r[1],))
+    with pytest.raises(ValueError, match=re.escape("bwd returned the wrong number of cotangents")):
+        fu.grad(f)(x, x)
+    f.defvjp(lambda x, y: (x * y, (x, y)), lambda r, g: g * r[1])
+    with pytest.raises(ValueError, match=re.escape("expected a tuple of 2")):
+        fu.grad(f)(x, x)
+    f.defvjp(lambda x, y: (x * y, (x, y)), lambda r, g: ((g, g), g))
+    with pytest.raises(ValueError, match=re.escape("do not have the arguments' structure")):
+        fu.grad(f)(x, x)
+    f.defvjp(lambda x, y: (x * y, (x, y)), lambda r, g: (g * torch.ones(2, dtype=D), g))
+    with pytest.raises(ValueError, match=re.escape("bwd_output[0] has the wrong shape")):
+        fu.grad(f)(x, x)
+
+
+def test_custom_vjp_forward_over_reverse_differentiates_through_bwd():
+    f = sin_vjp_calling_itself()
+    x = T(3.0)
+    value, tangent = fu.jvp(fu.grad(f), (x,), (T(1.0),))
+    tree_allclose((value, tangent), (2 * torch.cos(x), -2 * torch.sin(x)))
+    xs = T([1.0, 2.0])
+    tree_allclose(fu.jacfwd(fu.jacrev(f))(xs), torch.diag_embed(torch.diag(-2 * torch.sin(xs))))
+    tree_allclose(fu.hessian(lambda x: f(x).sum())(xs), torch.diag(-2 * torch.sin(xs)))
+    refused = re.escape("a custom_vjp function has no forward-mode rule")
+    with pytest.raises(TypeError, match=refused):
+        fu.jvp(f, (x,), (T(1.0),))
+    with pytest.raises(TypeError, match=refused):
+        fu.grad(lambda x: fu.jvp(f, (x,), (T(1.0),))[1])(x)
+
+
+def test_custom_vjp_bwd_closing_over_a_differentiated_value():
+    def outer(y):
+        @fu.custom_vjp
+        def f(x):
+            return 2.0 * torch.sin(x)
+
+        f.defvjp(lambda x: (f(x), ()), lambda _, g: (2.0 * torch.cos(y) * g,))
+        return fu.grad(f)(T(1.0))
+
+    def outer_res(y):  # the same value through the residuals
+        @fu.custom_vjp
+        def f(x):
+            return 2.0 * torch.sin(x)
+
+        f.defvjp(lambda x: (f(x), y), lambda y, g: (2.0 * torch.cos(y) * g,))
+        return fu.grad(f)(T(1.0))
+
+    for h in (outer, outer_res):
+        tree_allclose(h(T(2.0)), 2.0 * torch.cos(T(2.0)))
+        ys = torch.arange(3.0, dtype=D)
+        tree_allclose(fu.vmap(h)(ys), 2.0 * torch.cos(ys))
+        tree_allclose(fu.grad(h)(T(4.0)), -2.0 * torch.sin(T(4.0)))
+        tree_allclose(fu.jvp(h, (T(4.0),), (T(1.0),))[1], -2.0 * torch.sin(T(4.0)))
+
+
+def test_custom_vjp_nestable_vjp_in_the_residuals():
+    @fu.custom_vjp
+    def g(x):
+        return x**2
+
+    def g_fwd(x):
+        y, f_vjp = fu.vjp(lambda x: x**2, x)
+        return y, f_vjp
+
+    g.defvjp(g_fwd, lambda f_vjp, y_bar: f_vjp(y_bar))
+    (ct,) = fu.vjp(g, T(1.0))[1](T(1.0))
+    tree_allclose(ct, T(2.0))
+    assert ct.grad_fn is None
+
+
+def test_nondiff_argnums_out_of_range_or_differentiated_is_a_clear_error():
+    for custom in (fu.custom_vjp, fu.custom_jvp):
+        f = custom(lambda x: x, nondiff_argnums=(7,))
+        if custom is fu.custom_vjp:
+            f.defvjp(lambda x: (x, None), lambda r, g: (g,))
+        else:
+            f.defjvp(lambda p, t: (p[0], t[0]))
+        name = custom.__name__
+        with pytest.raises(
+            TypeError,
+            match=re.escape(
+                f"{name}(<lambda>): nondiff_argnums=7 is out of range for a call with 1 positional "
+                "argument; expected an index in [-1, 1), got nondiff_argnums=7. Pass the arguments "
+                "positionally, not as keywords, or fix nondiff_argnums."
+            ),
+        ):
+            f(T(1.0))
+        with pytest.raises(TypeError, match=re.escape("nondiff_argnums must be an int or")):
+            custom(lambda x: x, nondiff_argnums="0")
+    app = fu.custom_vjp(lambda s, x: s * x, nondiff_argnums=(0,))
+    app.defvjp(lambda s, x: (s * x, None), lambda s, r, g: (s * g,))
+    tree_allclose(fu.grad(lambda x: app(2.0, x))(T(1.0)), T(2.0))
+    with pytest.raises(TypeError, match=re.escape("argument 0 is in nondiff_argnums but is being")):
+        fu.grad(lambda s: app(s, T(1.0)))(T(2.0))
+
+
+# ---------------------------------------------------------------------------------------------
+# custom_jvp
+
+
+def test_custom_jvp_python_number_argument_has_a_zero_tangent():
+    @fu.custom_jvp
+    def f(c, x):
+        return c * x
+
+    f.defjvp(lambda p, t: (f(*p), p[0] * t[1] + t[0] * p[1]))
+    x = T(1.0)
+    tree_allclose(fu.grad(lambda x: f(2.0, x))(x), T(2.0))
+    tree_allclose(fu.jvp(lambda x: f(2.0, x), (x,), (T(1.0),))[1], T(2.0))
+    tree_allclose(fu.grad(lambda x: f(x, x))(x), T(2.0))
+
+
+def test_custom_jvp_rule_may_call_the_function_on_the_tangents():
+    @fu.custom_jvp
+    def neg(x):
+        return -x
+
+    neg.defjvp(lambda p, t: (neg(p[0]), neg(t[0])))
+    x = T([1.0, 2.0])
+    tree_allclose(fu.grad(lambda x: neg(x).sum())(x), -torch.ones_like(x))
+    tree_allclose(fu.jacrev(neg)(x), -torch.eye(2, dtype=D))
+    tree_allclose(fu.jvp(neg, (x,), (T([1.0, 3.0]),))[1], T([-1.0, -3.0]))
+    tree_allclose(fu.vmap(fu.grad(neg))(x), -torch.ones_like(x))
+    tree_allclose(fu.hessian(lambda x: (neg(x) ** 2).sum())(x), 2 * torch.eye(2, dtype=D))
+
+
+def test_custom_jvp_transpose_of_a_rule_that_ignores_an_input():
+    @fu.custom_jvp
+    def div(x, y):
+        return x / y
+
+    div.defjvp(lambda p, t: (div(*p), div(t[0], p[1])))
+    (ct,) = fu.vjp(lambda x: div(x, T(2.0)), T(1.0))[1](T(1.0))
+    tree_allclose(ct, T(0.5))
+
+
+def test_custom_jvp_returning_its_input_works_on_every_call():
+    ident = fu.custom_jvp(lambda x: x)
+    ident.defjvp(lambda p, t: (p[0], t[0]))
+    x = T([1.0, 2.0])
+    for _ in range(2):
+        tree_allclose(ident(x), x)
+        tree_allclose(fu.grad(lambda x: ident(x).sum())(x), torch.ones_like(x))
+        tree_allclose(fu.jvp(ident, (x,), (x,)), (x, x))
+        tree_allclose(fu.vmap(ident)(x), x)
+    y = x.clone().requires_grad_()
+    out = ident(y)
+    assert out is not y
+    out.sum().backward()
+    tree_allclose(y.grad, torch.ones_like(x))
+
+
+@pytest.mark.parametrize("kind", ["custom_vjp", "custom_jvp"])
+def test_no_reference_cycle_per_call(kind):
+    f = make_sin_vjp() if kind == "custom_vjp" else make_softplus_jvp()
+    gc.collect()
+    gc.disable()
+    try:
+        for use in ("plain", "grad", "backward"):
+            x = torch.randn(3, dtype=D, requires_grad=use == "backward")
+            ref = weakref.ref(x)
+            if use == "plain":
+                f(x)
+            elif use == "grad":
+                fu.grad(lambda x: f(x).sum())(x)
+            else:
+                f(x).sum().backward()
+            del x
+            assert ref() is None, use
+    finally:
+        gc.enable()
+
+
+def test_custom_jvp_tangent_of_the_wrong_shape_or_structure_is_a_clear_error():
+    @fu.custom_jvp
+    def f(x):
+        return x**2
+
+    f.defjvp(lambda p, t: (f(p[0]), t[0].reshape(1)))
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "custom_jvp(f) rule: tangent_out has the wrong shape; expected shape () (the primal's),"
+            " got a tensor of dtype torch.float64 and shape (1,)."
+        ),
+    ):
+        fu.jvp(f, (T(2.0),), (T(1.0),))
+    with pytest.raises(ValueError, match=re.escape("tangent_out has the wrong shape")):
+        fu.grad(f)(T(2.0))
+    f.defjvp(lambda p, t: (f(p[0]), [2 * p[0] * t[0], p[0]]))
+    with pytest.raises(ValueError, match=re.escape("tangent_out does not have the output's")):
+        fu.jvp(f, (T(2.0),), (T(1.0),))
+    f.defjvp(lambda p, t: t[0])
+    with pytest.raises(TypeError, match=re.escape("must return a pair (primal_out, tangent_out)")):
+        fu.jvp(f, (T(2.0),), (T(1.0),))
+
+
+def test_custom_jvp_closing_over_a_differentiated_value():
+    # The rule gives the derivative with respect to the arguments; a closed-over value (or a
+    # nondiff argument) is differentiated by autodiff of the function, on every engine.
+    def f(x):
+        @fu.custom_jvp
+        def g(y):
+            return x * y
+
+        g.defjvp(lambda p, t: (g(p[0]), 3.0 * t[0]))
+        return g(x)
+
+    x = T(2.0)
+    expected = T(3.0) + x  # the rule (3) plus d/dx of x * y at y = x, with y held
+    tree_allclose(fu.grad(f)(x), expected)
+    tree_allclose(fu.jvp(f, (x,), (T(1.0),))[1], expected)
+    tree_allclose(fu.vmap(fu.grad(f))(T([2.0, 2.0])), T([5.0, 5.0]))
+    tree_allclose(fu.grad(lambda x: f(x) * 1.0)(x), expected)
+
+    def f_const(x):  # a constant argument: only the closed-over value carries a derivative
+        @fu.custom_jvp
+        def g(y):
+            return x + y
+
+        g.defjvp(lambda p, t: (g(p[0]), 2.0 * t[0]))
+        return g(T(1.0))
+
+    tree_allclose(fu.grad(f_const)(x), T(1.0))
+    tree_allclose(fu.jvp(f_const, (x,), (T(1.0),))[1], T(1.0))
+    tree_allclose(fu.vmap(fu.grad(f_const))(T([2.0, 3.0])), T([1.0, 1.0]))
+
+    def h(z):  # a value vmap maps is not differentiated: fine (JAX's test_closure_with_vmap2)
+        def per_x(x):
+            @fu.custom_jvp
+            def g(y):
+                return x * y
+
+            g.defjvp(lambda p, t: (x * p[0], x * t[0]))
+            return g(z)
+
+        return fu.vmap(per_x)(torch.arange(3.0, dtype=D))
+
+    out, tangent = fu.jvp(h, (T(1.0),), (T(2.0),))
+    tree_allclose((out, tangent), (torch.arange(3.0, dtype=D), 2 * torch.arange(3.0, dtype=D)))
+
+
+def test_multi_output_custom_jvp_under_vmap_with_an_unmapped_input():
+    @fu.custom_jvp
+    def pair(a, b):
+        return a * b, a * 1.0
+
+    pair.defjvp(lambda p, t: (pair(*p), (t[0] * p[1] + p[0] * t[1], t[0] * 1.0)))
+    y3 = T([1.0, 2.0, 3.0])
+    for k, expected in ((0, y3.sum()), (1, T(3.0))):
+
+        def loss(a, k=k):
+            return fu.vmap(lambda a, b: pair(a, b)[k], in_axes=(None, 0))(a, y3).sum()
+
+        tree_allclose(fu.grad(loss)(T(0.4)), expected)
+
+    @fu.custom_vjp
+    def pair_vjp(a, b):
+        return a * b, a * 1.0
+
+    pair_vjp.defvjp(
+        lambda a, b: (pair_vjp(a, b), (a, b)),
+        lambda r, ct: (ct[0] * r[1] + ct[1], ct[0] * r[0]),
+    )
+    got = fu.grad(lambda a: fu.vmap(lambda a, b: pair_vjp(a, b)[1], in_axes=(None, 0))(a, y3).sum())
+    tree_allclose(got(T(0.4)), T(3.0))
+
+
+# ---------------------------------------------------------------------------------------------
+# Grad modes: the same derivatives under no_grad, inference_mode and with inputs that require grad
+
+MODES = ["plain", "no_grad", "inference_mode", "requires_grad"]
+
+
+def _in_mode(mode, fn, x):
+    if mode == "requires_grad":
+        return fn(x.clone().requires_grad_())
+    ctx = {
+        "plain": contextlib.nullcontext(),
+        "no_grad": torch.no_grad(),
+        "inference_mode": torch.inference_mode(),
+    }[mode]
+    with ctx:
+        return fn(x)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("kind", ["custom_vjp", "custom_jvp"])
+def test_custom_rules_give_the_same_derivatives_in_every_grad_mode(kind, mode):
+    f = make_sin_vjp() if kind == "custom_vjp" else make_softplus_jvp()
+    ref = torch.cos if kind == "custom_vjp" else torch.sigmoid
+    x = T([0.3, -1.2, 2.0])
+    transforms = {
+        "grad": lambda x: fu.grad(lambda x: f(x).sum())(x),
+        "vmap_grad": lambda x: fu.vmap(fu.grad(f))(x),
+        "jacrev": lambda x: torch.diagonal(fu.jacrev(f)(x)),
+    }
+    if kind == "custom_jvp":
+        transforms["jvp"] = lambda x: fu.jvp(f, (x,), (torch.ones_like(x),))[1]
+    for name, t in transforms.items():
+        got = _in_mode(mode, t, x)
+        torch.testing.assert_close(got.detach(), ref(x), msg=f"{name} under {mode}")
+
+
+def test_private_torch_hooks_used_by_custom_rules():
+    from functorch_utils import _torch_hooks as hooks
+
+    seen = []
+
+    def probe(x):
+        seen.append(hooks.transform_names())
+        return x.sum()
+
+    one = torch.ones(2)
+    probe(one)
+    torch.func.jvp(lambda x: torch.func.grad(probe)(x), (one,), (one,))
+    torch.func.vmap(probe)(one)
+    assert seen == [[], ["Jvp", "Grad"], ["Vmap"]]
+
+    flags = []
+
+    def inner(y, x):
+        # an outer level's tracked value seen from an inner level, and a value tracked by none
+        flags.append((hooks.carries_derivative(y.detach() * x), hooks.carries_derivative(y * 0)))
+        return (y * x).sum()
+
+    def outer(x):
+        return torch.func.grad(inner)(torch.ones(2), x).sum()
+
+    torch.func.grad(outer)(one)
+    torch.func.jvp(lambda x: inner(torch.ones(2), x), (one,), (one,))
+    torch.func.vmap(lambda x: inner(torch.ones(2), x))(torch.ones(3, 2))
+    assert flags == [(True, True), (True, False), (False, False)]
+    assert hooks.carries_derivative(torch.ones(1, requires_grad=True))
+    assert not hooks.carries_derivative(torch.ones(1))
