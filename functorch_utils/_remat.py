@@ -114,11 +114,7 @@ def checkpoint(
     """
     check_callable("checkpoint", fun)
     check_bool("checkpoint", fun, "prevent_cse", prevent_cse)
-    static: tuple[int, ...] = ()
-    if not (isinstance(static_argnums, (tuple, list)) and len(static_argnums) == 0):
-        static = check_argnums("checkpoint", fun_name(fun), static_argnums, what="static_argnums")[
-            0
-        ]
+    static = _check_static_argnums(fun, static_argnums)
 
     @functools.wraps(fun)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
@@ -133,6 +129,12 @@ def checkpoint(
 
 
 remat = checkpoint
+
+
+def _check_static_argnums(fun: Callable[..., Any], static_argnums: Any) -> tuple[int, ...]:
+    if isinstance(static_argnums, (tuple, list)) and len(static_argnums) == 0:
+        return ()
+    return check_argnums("checkpoint", fun_name(fun), static_argnums, what="static_argnums")[0]
 
 
 def _on_tape() -> bool:
