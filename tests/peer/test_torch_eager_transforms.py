@@ -198,8 +198,8 @@ def test_inplace_on_view_base():
 
 @pytest.mark.xfail(
     strict=True,
-    reason="bug: top-level grad lets f mutate a captured tensor (captured.copy_(x)) silently, "
-    "attaching a graph to the global; torch.func refuses",
+    reason="documented difference: docs/sharp_edges.md#differences-from-torchfunc (a write into "
+    "a closed-over tensor is not refused at top level, where reverse mode runs on the tape)",
 )
 def test_inplace_on_captures():
     """torch test/functorch/test_eager_transforms.py::TestGradTransform::test_inplace_on_captures
@@ -556,9 +556,6 @@ def test_vjp_outputs_can_any_pytree():
     torch.testing.assert_close(vjp_out, 2 * t + 2 * t.sum())
 
 
-@pytest.mark.xfail(
-    strict=True, reason="bug: vjp of a function returning () raises torch's raw RuntimeError"
-)
 def test_vjp_empty_outputs():
     """torch test/functorch/test_eager_transforms.py::TestGradTransform::test_vjp_outputs_can_any_pytree
     (the ``None``/``()`` outputs): torch refuses them in vjp itself. Here ``None`` is refused as a
@@ -783,10 +780,6 @@ def test_no_grad_outside_vjp_fn():
     torch.testing.assert_close(z, 2 * x.detach())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: vjp_fn called under torch.no_grad() returns a result that requires grad",
-)
 def test_no_grad_outside_vjp_fn_detached():
     """torch test/functorch/test_eager_transforms.py::TestGradTransform::test_no_grad_outside_vjp_fn
     (the requires_grad check)"""
@@ -1464,10 +1457,6 @@ def test_jac_outputs_can_any_pytree(jacapi):
     torch.testing.assert_close(out[0][1]["out"][1], torch.ones(2, 3))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: jacrev/jacfwd of a function returning () raise torch's raw RuntimeError",
-)
 @jacapis
 def test_jac_empty_outputs(jacapi):
     """torch test/functorch/test_eager_transforms.py::TestJac::test_outputs_can_any_pytree and
@@ -2005,11 +1994,6 @@ def test_jvp_outputs_can_any_pytree():
     torch.testing.assert_close(out[1][0][1]["a"], t)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: jvp (and linearize, hessian) of a function returning () raises torch's raw "
-    "RuntimeError ('Expected f to be a function that has non-empty output')",
-)
 def test_jvp_empty_and_non_tensor_outputs():
     """torch test/functorch/test_eager_transforms.py::TestJvp::test_outputs_can_any_pytree
     (the None/() and non-tensor outputs)"""

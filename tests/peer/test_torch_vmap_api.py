@@ -1080,11 +1080,6 @@ def test_chunk_vmap(in_dim, out_dim):
         torch.testing.assert_close(actual, expected)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: jacfwd of a function that draws random numbers raises torch's raw vmap "
-    "RuntimeError, which points at vmap's randomness flag that jacfwd does not take",
-)
 def test_jacfwd_with_random():
     """torch test/functorch/test_vmap.py::TestRandomness::test_jacfwd_with_random (torch's jacfwd
     takes randomness=; ours does not, so the error must be clear about what to do)"""
