@@ -389,6 +389,23 @@ def test_every_transform_through_checkpoint_matches_jax(stack):
     close_to_jax(ours, theirs)
 
 
+def test_complex_inputs_through_checkpoint_equal_without():
+    z = torch.tensor([1 + 2j, -0.5 + 0.3j], dtype=torch.complex128)
+    w = torch.tensor([0.3 - 1j, 2 + 0j], dtype=torch.complex128)
+
+    def run(ckpt):
+        block = lambda z: (z * w).sin() * z.conj()  # noqa: E731
+        b = fu.checkpoint(block) if ckpt else block
+        real = fu.grad(lambda z: b(z).abs().pow(2).sum())(z)
+        holo = fu.grad(
+            lambda z: (fu.checkpoint(torch.sin) if ckpt else torch.sin)(z * w).sum(),
+            holomorphic=True,
+        )(z)
+        return real, holo, fu.jacrev(b, holomorphic=True)(z)
+
+    tree_allclose(run(True), run(False))
+
+
 def test_outer_backward_through_a_gradient_of_a_checkpoint():
     def run(ckpt):
         x = X.clone().requires_grad_(True)
