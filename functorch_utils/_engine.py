@@ -440,6 +440,7 @@ def _needs_outer_graph(
     if any(p.requires_grad for p in primals):
         return True
     own = {id(x) for x in ours}
+    leaf_node = hooks.ACCUMULATE_GRAD  # a type check, not getattr: a miss raised inside (slow)
     seen = set()
     stack = [t.grad_fn for t in outs if t.grad_fn is not None]
     while stack:
@@ -448,9 +449,8 @@ def _needs_outer_graph(
             if nxt is None or nxt in seen:
                 continue
             seen.add(nxt)
-            var = getattr(nxt, "variable", None)
-            if var is not None:
-                if id(var) not in own:
+            if type(nxt) is leaf_node:
+                if id(nxt.variable) not in own:  # type: ignore[attr-defined]
                     return True
                 continue
             stack.append(nxt)

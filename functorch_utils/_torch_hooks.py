@@ -30,6 +30,7 @@ __all__ = [
     "is_zero_tensor",
     "wrap_for_level",
     "is_empty_output_error",
+    "ACCUMULATE_GRAD",
     "is_unsupported_in_transform_error",
 ]
 
@@ -261,3 +262,16 @@ def is_unsupported_in_transform_error(err: BaseException) -> bool:
 def is_empty_output_error(err: BaseException) -> bool:
     """torch.func's refusal of a function with no outputs (JAX gives empty results)."""
     return isinstance(err, RuntimeError) and "has non-empty output" in str(err)
+
+
+def _accumulate_grad_type() -> type:
+    # The node autograd puts behind a leaf that requires grad; found from a tiny graph rather
+    # than by its private name, and checked to carry the leaf as ``.variable``.
+    leaf = torch.zeros(1, requires_grad=True)
+    node = leaf.view(1).grad_fn.next_functions[0][0]  # type: ignore[union-attr]
+    if getattr(node, "variable", None) is not leaf:  # pragma: no cover - depends on torch
+        raise _missing("AccumulateGrad.variable")
+    return type(node)
+
+
+ACCUMULATE_GRAD: type = _accumulate_grad_type()

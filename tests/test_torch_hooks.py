@@ -168,3 +168,9 @@ def test_empty_output_error_text_is_recognised():
         torch.func.vjp(lambda v: (), torch.ones(2))
     assert hooks.is_empty_output_error(info.value)
     assert not hooks.is_empty_output_error(RuntimeError("other"))
+
+
+def test_accumulate_grad_type_is_the_node_behind_a_leaf():
+    w = torch.ones(2, requires_grad=True)
+    node = (w * 2).grad_fn.next_functions[0][0]
+    assert type(node) is hooks.ACCUMULATE_GRAD and node.variable is w
