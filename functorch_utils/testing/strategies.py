@@ -23,14 +23,14 @@ from typing import Any, NamedTuple
 
 import hypothesis.extra.numpy as hnp
 import numpy as np
-import optree
 import torch
 from hypothesis import strategies as st
 
-from functorch_utils._pytree import NAMESPACE
+from functorch_utils._pytree import flatten, is_tensor, partition
 from functorch_utils.tree_util import register_dataclass
 
 from ._numerics import finite_difference_step
+from ._problem import is_float_tensor
 
 __all__ = [
     "Domain",
@@ -497,8 +497,7 @@ _CONTAINERS = ("dict", "list", "tuple", "namedtuple", "dataclass", "none")
 
 
 def _has_tensor(tree: Any) -> bool:
-    leaves = optree.tree_leaves(tree, none_is_leaf=False, namespace=NAMESPACE)
-    return any(isinstance(x, Tensor) for x in leaves)
+    return any(is_tensor(x) for x in flatten(tree)[0])
 
 
 def pytrees(
@@ -569,26 +568,24 @@ def tree_like(tree: Any, elements: Domain | None = None) -> Any:
         ...     assert t.shape == ()
         >>> test()
     """
-    leaves, spec = optree.tree_flatten(tree, none_is_leaf=False, namespace=NAMESPACE)
+    picked, part = partition(tree, is_float_tensor)
     dom = real() if elements is None else elements
+
+    def draw_leaf(draw: Any, x: Tensor) -> Tensor:
+        if not x.is_complex():
+            return _draw_tensor(draw, x.dtype, tuple(x.shape), dom).to(x.device)
+        re, im = (_draw_tensor(draw, x.dtype.to_real(), tuple(x.shape), dom) for _ in range(2))
+        return torch.complex(re, im).to(x.device)
 
     @st.composite
     def draw_like(draw: Any) -> Any:
-        new = []
-        for x in leaves:
-            if isinstance(x, Tensor) and (x.is_floating_point() or x.is_complex()):
-                t = _draw_tensor(draw, x.dtype, tuple(x.shape), dom) if not x.is_complex() else (
-                    torch.complex(
-                        _draw_tensor(draw, x.dtype.to_real(), tuple(x.shape), dom),
-                        _draw_tensor(draw, x.dtype.to_real(), tuple(x.shape), dom),
-                    )
-                )  # fmt: skip
-                new.append(t.to(x.device))
-            else:
-                new.append(x)
-        return optree.tree_unflatten(spec, new)
+        return part.combine([draw_leaf(draw, x) for x in picked])
 
     return draw_like()
+
+
+def _is_real_float_tensor(x: Any) -> bool:
+    return isinstance(x, Tensor) and x.is_floating_point()
 
 
 def batched(
@@ -624,18 +621,12 @@ def batched(
     def draw_batched(draw: Any) -> tuple[Any, Any]:
         t = draw(trees)
         b = draw(st.integers(1, 4) if size is None else _as_strategy(size))
-        leaves, spec = optree.tree_flatten(t, none_is_leaf=False, namespace=NAMESPACE)
-        new: list[Any] = []
-        axes: list[Any] = []
-        first = True
-        for x in leaves:
-            if not (isinstance(x, Tensor) and x.is_floating_point()):
-                new.append(x)
-                axes.append(None)
-                continue
+        picked, part = partition(t, _is_real_float_tensor)
+        new: list[Tensor] = []
+        axes: list[int | None] = []
+        for k, x in enumerate(picked):
             choices = list(range(x.dim() + 1))
-            ax = draw(st.sampled_from(choices if first or not unmapped else [None, *choices]))
-            first = False
+            ax = draw(st.sampled_from(choices if k == 0 or not unmapped else [None, *choices]))
             if ax is None:
                 new.append(x)
             else:
@@ -643,6 +634,6 @@ def batched(
                 shape.insert(ax, b)
                 new.append(_draw_tensor(draw, x.dtype, tuple(shape), dom).to(x.device))
             axes.append(ax)
-        return optree.tree_unflatten(spec, new), optree.tree_unflatten(spec, axes)
+        return part.combine(new), part.fill(axes, None)
 
     return draw_batched()
