@@ -52,25 +52,45 @@ __all__ = ["custom_jvp", "custom_vjp"]
 # a call of a custom function from inside its own rule where the rule would otherwise recurse:
 # JAX's canonical ``fwd`` calls ``f``, and a custom_jvp rule may call its function on the
 # tangents (that call is part of the linear map being transposed, so it is evaluated, not
-# differentiated by its rule again). ``_PLAIN`` holds the functions running such a rule.
+# differentiated by its rule again). ``_PLAIN`` holds the functions running such a rule, each with
+# an optional memo ``(primals, out)``: while a custom_jvp rule is transposed, its call of the
+# function on the very primal tensors it was given returns the output already computed (JAX's rule
+# sees the primal output of the same computation), rather than running the function again under
+# the transposing grad level.
 class _Plain(threading.local):
-    owners: tuple[object, ...] = ()
+    owners: tuple[tuple[object, Any], ...] = ()
 
 
 _PLAIN = _Plain()
 
 
 @contextlib.contextmanager
-def _plain_calls(owner: object) -> Iterator[None]:
+def _plain_calls(owner: object, memo: Any = None) -> Iterator[None]:
     if hooks.is_compiling():  # dynamo cannot trace this mutation inside a Function's backward
         yield
         return
     saved = _PLAIN.owners
-    _PLAIN.owners = (*saved, owner)
+    _PLAIN.owners = (*saved, (owner, memo))
     try:
         yield
     finally:
         _PLAIN.owners = saved
+
+
+_NOT_PLAIN = object()
+
+
+def _plain_result(owner: object, fun: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    """The result of a plain call (see NOTE [plain calls]), or ``_NOT_PLAIN``."""
+    for who, memo in reversed(_PLAIN.owners):
+        if who is not owner:
+            continue
+        if memo is not None:
+            tensors = [x for x in _pytree.flatten(args)[0] if isinstance(x, torch.Tensor)]
+            if len(tensors) == len(memo[0]) and all(a is b for a, b in zip(tensors, memo[0])):
+                return memo[1]
+        return fun(*args)
+    return _NOT_PLAIN
 
 
 def _is_diff_tensor(x: Any) -> bool:
@@ -560,7 +580,10 @@ class custom_vjp:
         args = _bind(self.fun, args, kwargs)
         nondiff = _nondiff_positions(call, self.nondiff_argnums, len(args))
         state = _VjpState(call, self.bwd, _Args(args, nondiff))
-        if self in _PLAIN.owners or not _differentiating(args, self.fun, self.fwd):
+        plain = _plain_result(self, self.fun, args)
+        if plain is not _NOT_PLAIN:
+            return plain
+        if not _differentiating(args, self.fun, self.fwd):
             return self.fun(*args)
         _refuse_tracked_nondiff(call, args, nondiff)
         if _closure_tensors(self.fun, self.fwd):
@@ -649,7 +672,10 @@ class _CustomJvpFunction(torch.autograd.Function):
         state: _JvpState = inputs[0]
         ctx.meta = state
         ctx.counts = state.n
-        kept = (*inputs[1 : 1 + state.n[0]], *inputs[1 + state.n[0] + state.n[1] :])
+        # The outputs, not fun's detached values: a rule that uses the primal output (``ans`` in
+        # ``t * ans * (1 - ans)``) is then differentiated through it by this same rule.
+        outputs = output if isinstance(output, tuple) else (output,)
+        kept = (*inputs[1 : 1 + state.n[0]], *outputs)
         ctx.save_for_backward(*kept)
         ctx.save_for_forward(*kept)
 
@@ -661,12 +687,16 @@ class _CustomJvpFunction(torch.autograd.Function):
         primals, outs = saved[:n_in], saved[n_in:]
         zeros = tuple(torch.zeros_like(p) for p in primals)
 
-        def linear(*tangents: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            return state.tangent_out(primals, tangents, outs)
+        live = [k for k, o in enumerate(outs) if _is_diff_tensor(o)]  # integer outputs: no ct
 
-        with _plain_calls(state.owner):
+        def linear(*tangents: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            t_out = state.tangent_out(primals, tangents, outs)
+            return tuple(t_out[k] for k in live)
+
+        memo = (primals, _pytree.unflatten(state.out_spec, list(outs)))
+        with _plain_calls(state.owner, memo):
             pull = torch.func.vjp(linear, *zeros)[1]
-            grads = pull(tuple(cts))
+            grads = pull(tuple(cts[k] for k in live))
         rest = cts if state.autodiff_rest else (None,) * n_out
         return (None, *grads, *([None] * n_cap), *rest)
 
@@ -685,10 +715,10 @@ class _CustomJvpForwardFunction(_CustomJvpFunction):
         primals, outs = saved[:n_in], saved[n_in:]
         tans = [torch.zeros_like(p) if t is None else t for p, t in zip(primals, tangents[1:])]
         out_tangents = state.tangent_out(primals, tans, outs)
-        if not state.autodiff_rest:
-            return out_tangents
-        rest = tangents[1 + n_in + state.n[1] :]
-        return tuple(t if r is None else t + r for t, r in zip(out_tangents, rest))
+        if state.autodiff_rest:
+            rest = tangents[1 + n_in + state.n[1] :]
+            out_tangents = tuple(t if r is None else t + r for t, r in zip(out_tangents, rest))
+        return tuple(t if _is_diff_tensor(o) else None for t, o in zip(out_tangents, outs))
 
 
 class custom_jvp:
@@ -742,7 +772,10 @@ class custom_jvp:
         args = _bind(self.fun, args, kwargs)
         nondiff = _nondiff_positions(call, self.nondiff_argnums, len(args))
         state = _JvpState(call, self, _Args(args, nondiff))
-        if self in _PLAIN.owners or not _differentiating(args, self.fun):
+        plain = _plain_result(self, self.fun, args)
+        if plain is not _NOT_PLAIN:
+            return plain
+        if not _differentiating(args, self.fun):
             return self.fun(*args)
         tensors = state.args.take_tensors()
         detached = state.args.diff([t.detach() for t in tensors])

@@ -632,3 +632,55 @@ def test_private_torch_hooks_used_by_custom_rules():
     assert flags == [(True, True), (True, False), (False, False)]
     assert hooks.carries_derivative(torch.ones(1, requires_grad=True))
     assert not hooks.carries_derivative(torch.ones(1))
+
+
+def test_custom_vjp_output_closing_over_a_differentiated_value_is_refused():
+    def f(x):
+        @fu.custom_vjp
+        def g(y):
+            return x * y
+
+        g.defvjp(lambda y: (g(y), None), lambda _, ct: (3.0 * ct,))
+        return g(T(1.0))
+
+    closure = re.escape(
+        "custom_vjp(g): the function's output depends on a value it closes over that an enclosing"
+        " transform is differentiating; the custom rule cannot give that derivative"
+    )
+    with pytest.raises(TypeError, match=closure):
+        fu.grad(f)(T(3.0))
+    with pytest.raises(TypeError, match=closure):
+        fu.vmap(fu.grad(f))(T([3.0, 4.0]))
+    tree_allclose(fu.vmap(f)(T([3.0, 4.0])), T([3.0, 4.0]))  # vmap alone differentiates nothing
+
+
+def test_custom_jvp_rule_using_the_primal_output_at_second_order():
+    @fu.custom_jvp
+    def expit(x):
+        return 1 / (1 + torch.exp(-x))
+
+    @expit.defjvp
+    def expit_jvp(primals, tangents):
+        (x,), (t,) = primals, tangents
+        ans = expit(x)
+        return ans, t * ans * (1 - ans)
+
+    x = T([0.3, -1.0])
+    s = torch.sigmoid(x)
+    expected = torch.diag(s * (1 - s) * (1 - 2 * s))
+    tree_allclose(fu.hessian(lambda x: expit(x).sum())(x), expected)
+    tree_allclose(fu.jacfwd(fu.jacrev(lambda x: expit(x).sum()))(x), expected)
+    tree_allclose(fu.vmap(fu.grad(fu.grad(expit)))(x), torch.diagonal(expected))
+
+
+def test_custom_jvp_integer_output_has_no_tangent():
+    @fu.custom_jvp
+    def f(x, n):
+        return x * 2.0, n + 1
+
+    f.defjvp(lambda p, t: (f(*p), (2.0 * t[0], torch.zeros_like(p[1]))))
+    x, n = T(1.5), torch.tensor(3)
+    out, tangent = fu.jvp(lambda x: f(x, n)[0], (x,), (T(1.0),))
+    tree_allclose((out, tangent), (T(3.0), T(2.0)))
+    tree_allclose(fu.grad(lambda x: f(x, n)[0])(x), T(2.0))
+    assert f(x, n)[1].item() == 4
