@@ -30,6 +30,7 @@ import hypothesis.strategies as st
 import numpy as np
 import optree
 import torch
+import torch.func
 
 import functorch_utils as fu
 
@@ -72,6 +73,7 @@ class Transform:
     axis_name: str | None = None
     size: int = 2
     seed: int = 0
+    argnums: Any = None  # tuple-layout inputs only: the leaves become positional arguments
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,9 +166,11 @@ TRANSFORMS = (
     "jvp",
     "vjp",
     "linearize",
+    "hvp",
     "vmap",
     "checkpoint",
 )
+WITH_ARGNUMS = ("grad", "value_and_grad", "jacrev", "jacfwd", "hessian")
 
 
 def _broadcast(a: str, b: str) -> str:
@@ -241,6 +245,19 @@ def _block(
 def _transform(draw: Any, kinds: tuple[str, ...], layout: str, used: set[str]) -> Transform:
     name = draw(st.sampled_from(TRANSFORMS))
     seed = draw(st.integers(0, 5))
+    if name in WITH_ARGNUMS and layout == "tuple":
+        n = len(kinds)
+        one = st.integers(-n, n - 1)
+        argnums = draw(
+            st.one_of(
+                st.none(),
+                one,
+                # no duplicates: JAX calls the function with the wrong arguments for (0, 0)
+                st.lists(one, min_size=1, max_size=2, unique_by=lambda i: i % n).map(tuple),
+                st.lists(one, min_size=1, max_size=2, unique_by=lambda i: i % n),
+            )
+        )
+        return Transform(name, seed=seed, argnums=argnums)
     if name != "vmap":
         return Transform(name, seed=seed)
     size = draw(st.integers(2, 3))
@@ -371,8 +388,14 @@ def _render_block(block: Block, p: str, indent: str) -> list[str]:
 
 
 def _render_transform(case: Case, t: Transform, inner: str) -> str:
+    if t.name in ("grad", "value_and_grad", "hessian") and t.argnums is not None:
+        return f"(lambda x: {t.name}(scalarize(star({inner})), argnums={t.argnums!r})(*x))"
+    if t.name in ("jacrev", "jacfwd") and t.argnums is not None:
+        return f"(lambda x: {t.name}(star({inner}), argnums={t.argnums!r})(*x))"
     if t.name in ("grad", "value_and_grad", "hessian"):
         return f"{t.name}(scalarize({inner}))"
+    if t.name == "hvp":
+        return f"(lambda x: hvp(scalarize({inner}), (x,), (fixed_tangent(seed={t.seed}),)))"
     if t.name in ("jvp", "linearize"):
         return f"{t.name}_with_fixed_tangent({inner}, seed={t.seed})"
     if t.name == "vjp":
@@ -485,6 +508,7 @@ class FuBackend(TorchOps):
         self.jvp, self.vjp, self.linearize, self.vmap = fu.jvp, fu.vjp, fu.linearize, fu.vmap
         self.checkpoint, self.stop_gradient = fu.checkpoint, fu.stop_gradient
         self.psum, self.pmean = fu.psum, fu.pmean
+        self.hvp = fu.hvp
 
 
 class RefBackend(TorchOps):
@@ -493,31 +517,35 @@ class RefBackend(TorchOps):
     name = "torch.func + loops"
 
     def __init__(self) -> None:
-        import torch.func as tf
-
         self.custom = _plain_custom_ops(torch)
-        self.grad, self.jacrev, self.jacfwd, self.hessian = (
-            tf.grad,
-            tf.jacrev,
-            tf.jacfwd,
-            tf.hessian,
-        )
-        self.jvp, self.vjp = tf.jvp, tf.vjp
+        self.jvp, self.vjp = torch.func.jvp, torch.func.vjp
 
-    def linearize(self, f: Callable[..., Any], x: Any) -> Any:
-        # torch.func.linearize traces with make_fx (warnings, no nesting): a jvp per call instead
-        import torch.func as tf
+    # torch.func takes argnums as an int or a tuple only
+    def grad(self, f: Callable[..., Any], argnums: Any = 0) -> Callable[..., Any]:
+        return torch.func.grad(f, argnums=_tuple(argnums))
 
-        return f(x), lambda t: tf.jvp(f, (x,), (t,))[1]
+    def jacrev(self, f: Callable[..., Any], argnums: Any = 0) -> Callable[..., Any]:
+        return torch.func.jacrev(f, argnums=_tuple(argnums))
 
-    def value_and_grad(self, f: Callable[..., Any]) -> Callable[..., Any]:
-        import torch.func as tf
+    def jacfwd(self, f: Callable[..., Any], argnums: Any = 0) -> Callable[..., Any]:
+        return torch.func.jacfwd(f, argnums=_tuple(argnums))
 
-        def vg(x: Any) -> Any:
-            g, v = tf.grad_and_value(f)(x)
+    def hessian(self, f: Callable[..., Any], argnums: Any = 0) -> Callable[..., Any]:
+        return torch.func.hessian(f, argnums=_tuple(argnums))
+
+    def value_and_grad(self, f: Callable[..., Any], argnums: Any = 0) -> Callable[..., Any]:
+        def vg(*xs: Any) -> Any:
+            g, v = torch.func.grad_and_value(f, argnums=_tuple(argnums))(*xs)
             return v, g
 
         return vg
+
+    def hvp(self, f: Callable[..., Any], primals: tuple, tangents: tuple) -> Any:
+        return torch.func.jvp(torch.func.grad(f), primals, tangents)
+
+    def linearize(self, f: Callable[..., Any], x: Any) -> Any:
+        # torch.func.linearize traces with make_fx (warnings, no nesting): a jvp per call instead
+        return f(x), lambda t: torch.func.jvp(f, (x,), (t,))[1]
 
     def checkpoint(self, f: Callable[..., Any]) -> Callable[..., Any]:
         return f
@@ -556,6 +584,10 @@ class RefBackend(TorchOps):
         return looped
 
 
+def _tuple(argnums: Any) -> Any:
+    return tuple(argnums) if isinstance(argnums, list) else argnums
+
+
 def _stack(ys: tuple[Any, ...], out_axes: int) -> Any:
     if out_axes < 0:
         out_axes += ys[0].dim() + 1
@@ -583,6 +615,9 @@ class JaxBackend:
         self.jvp, self.vjp, self.linearize = jax.jvp, jax.vjp, jax.linearize
         self.checkpoint, self.stop_gradient = jax.checkpoint, jax.lax.stop_gradient
         self.psum, self.pmean = jax.lax.psum, jax.lax.pmean
+
+    def hvp(self, f: Callable[..., Any], primals: tuple, tangents: tuple) -> Any:
+        return self.jax.jvp(self.jax.grad(f), primals, tangents)
 
     def vmap(self, f: Callable[..., Any], **kw: Any) -> Callable[..., Any]:
         return self.jax.vmap(f, **kw)
@@ -691,6 +726,19 @@ def _fixed_tree(bk: Any, case: Case, seed: int, scale: float = 1.0) -> Any:
 
 def apply_transform(bk: Any, case: Case, t: Transform, f: Callable[[Any], Any]) -> Callable:
     name = t.name
+    if t.argnums is not None:  # tuple layout: differentiate with respect to some of the leaves
+        scalar = name in ("grad", "value_and_grad", "hessian")
+
+        def star(*xs: Any) -> Any:
+            out = f(tuple(xs))
+            return scalarize(bk, out) if scalar else out
+
+        d = getattr(bk, name)(star, argnums=t.argnums)
+        return lambda x: d(*x)
+    if name == "hvp":
+        return lambda x: tuple(
+            bk.hvp(lambda x: scalarize(bk, f(x)), (x,), (_fixed_tree(bk, case, t.seed),))
+        )
     if name in ("grad", "value_and_grad", "hessian"):
         return getattr(bk, name)(lambda x: scalarize(bk, f(x)))
     if name in ("jacrev", "jacfwd"):
@@ -768,14 +816,15 @@ def run(bk: Any, case: Case, x: Any = None) -> Any:
 # comparing results
 
 
-def plain(tree: Any) -> Any:
-    """Nested dicts/tuples/lists of float64 numpy arrays, whatever the library."""
+def plain(tree: Any, force: bool = False) -> Any:
+    """Nested dicts/tuples/lists of numpy arrays, whatever the library. ``force`` converts
+    torch's internal ZeroTensor (torch.func returns it for some zero derivatives)."""
     if isinstance(tree, dict):
-        return {k: plain(v) for k, v in tree.items()}
+        return {k: plain(v, force) for k, v in tree.items()}
     if isinstance(tree, (tuple, list)):
-        return type(tree)(plain(v) for v in tree)
+        return type(tree)(plain(v, force) for v in tree)
     if isinstance(tree, torch.Tensor):
-        return tree.detach().cpu().numpy()
+        return tree.detach().cpu().numpy(force=force)
     return np.asarray(tree)
 
 
@@ -840,7 +889,7 @@ class Rejected(Exception):
 
 def reference(bk: Any, case: Case) -> Any:
     try:
-        out = plain(run(bk, case))
+        out = plain(run(bk, case), force=True)
     except Exception as e:  # the reference refusing a case is not a finding
         raise Rejected(f"{bk.name}: {type(e).__name__}: {e}") from e
     if not finite_and_moderate(out):
