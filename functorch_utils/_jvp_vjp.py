@@ -117,52 +117,44 @@ def check_like(
                 + "\n"
                 + _pytree.structure_errors(expected_tree, given, what)
             )
-    names = None
-    out = []
+    out: list[torch.Tensor] = []
     for i, (e, g) in enumerate(zip(expected, leaves)):
-        if not isinstance(g, torch.Tensor):
-            if isinstance(g, (float, int, complex)) and e.dim() == 0:
-                g = torch.tensor(g, dtype=e.dtype, device=e.device)
-            else:
-                names = names or _pytree.leaf_names(given, what)
-                raise_type(
-                    call,
-                    f"{names[i]} is not a tensor",
-                    f"a tensor like {describe(e)}",
-                    describe(g),
-                    fix,
-                )
-        if g.shape != e.shape:
-            names = names or _pytree.leaf_names(given, what)
-            raise_value(
-                call,
-                f"{names[i]} has the wrong shape",
-                f"shape {tuple(e.shape)}",
-                f"shape {tuple(g.shape)}",
-                fix,
-            )
-        if g.dtype != e.dtype and (e.is_floating_point() or e.is_complex()):
-            names = names or _pytree.leaf_names(given, what)
-            raise TangentMismatchError(
-                message(
-                    call,
-                    f"{names[i]} has the wrong dtype",
-                    f"dtype {e.dtype}",
-                    f"dtype {g.dtype}",
-                    fix,
-                )
-            )
-        if g.device != e.device:
-            names = names or _pytree.leaf_names(given, what)
-            raise_value(
-                call,
-                f"{names[i]} is on another device",
-                f"device {e.device}",
-                f"device {g.device}",
-                f"Move it with .to({str(e.device)!r}).",
-            )
+        if isinstance(g, (float, int, complex)) and e.dim() == 0:
+            g = torch.tensor(g, dtype=e.dtype, device=e.device)
+        problem = _leaf_mismatch(e, g)
+        if problem is not None or not isinstance(g, torch.Tensor):
+            assert problem is not None
+            kind, wrong, exp, got, hint = problem
+            name = _pytree.leaf_names(given, what)[i]
+            raise kind(message(call, f"{name} {wrong}", exp, got, hint or fix))
         out.append(g)
     return out
+
+
+def _leaf_mismatch(e: torch.Tensor, g: Any) -> tuple[type[Exception], str, str, str, str] | None:
+    """How a given tangent/cotangent leaf ``g`` differs from its primal-side ``e``, if it does."""
+    if not isinstance(g, torch.Tensor):
+        return TypeError, "is not a tensor", f"a tensor like {describe(e)}", describe(g), ""
+    if g.shape != e.shape:
+        return (
+            ValueError,
+            "has the wrong shape",
+            f"shape {tuple(e.shape)}",
+            f"shape {tuple(g.shape)}",
+            "",
+        )
+    if g.dtype != e.dtype and (e.is_floating_point() or e.is_complex()):
+        return (
+            TangentMismatchError,
+            "has the wrong dtype",
+            f"dtype {e.dtype}",
+            f"dtype {g.dtype}",
+            "",
+        )
+    if g.device != e.device:
+        hint = f"Move it with .to({str(e.device)!r})."
+        return ValueError, "is on another device", f"device {e.device}", f"device {g.device}", hint
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
