@@ -1,11 +1,4 @@
-"""The optree bridge: flatten user pytrees to leaves, classify them, rebuild structures.
-
-# NOTE [pytrees and torch.func]
-# torch.func only understands torch's private pytree registry. Every transform here flattens the
-# user's arguments with optree (namespace ``functorch_utils``, which also sees optree's global
-# registry), hands torch.func a flat tuple of tensors, and rebuilds the user's structures on the
-# way out. ``None`` is an empty subtree, as in JAX.
-"""
+"""The optree bridge: flatten user pytrees to leaves, classify them, rebuild structures."""
 
 from __future__ import annotations
 
@@ -29,6 +22,13 @@ __all__ = [
 ]
 
 NAMESPACE = "functorch_utils"
+
+
+# NOTE [pytrees and torch.func]
+# torch.func only understands torch's private pytree registry. Every transform here flattens the
+# user's arguments with optree (namespace ``functorch_utils``, which also sees optree's global
+# registry), hands torch.func a flat tuple of tensors, and rebuilds the user's structures on the
+# way out. ``None`` is an empty subtree, as in JAX.
 
 
 def flatten(
