@@ -103,7 +103,9 @@ def test_check_grads_restores_precision_under_threads() -> None:
     def work(seed: int) -> None:
         start.wait(5)
         for k in range(3):
-            check_grads(f, (torch.randn(3, 2, dtype=torch.float64),), seed=seed + k)
+            # reverse mode only: torch's forward mode is not thread-safe (docs/sharp_edges.md)
+            x = torch.randn(3, 2, dtype=torch.float64)
+            check_grads(f, (x,), modes=("rev",), seed=seed + k)
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
     for t in threads:
