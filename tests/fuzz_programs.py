@@ -74,6 +74,7 @@ class Transform:
     size: int = 2
     seed: int = 0
     argnums: Any = None  # tuple-layout inputs only: the leaves become positional arguments
+    has_aux: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -245,6 +246,7 @@ def _block(
 def _transform(draw: Any, kinds: tuple[str, ...], layout: str, used: set[str]) -> Transform:
     name = draw(st.sampled_from(TRANSFORMS))
     seed = draw(st.integers(0, 5))
+    has_aux = name in (*WITH_ARGNUMS, "vjp") and draw(st.integers(0, 3)) == 0
     if name in WITH_ARGNUMS and layout == "tuple":
         n = len(kinds)
         one = st.integers(-n, n - 1)
@@ -257,9 +259,9 @@ def _transform(draw: Any, kinds: tuple[str, ...], layout: str, used: set[str]) -
                 st.lists(one, min_size=1, max_size=2, unique_by=lambda i: i % n),
             )
         )
-        return Transform(name, seed=seed, argnums=argnums)
+        return Transform(name, seed=seed, argnums=argnums, has_aux=has_aux)
     if name != "vmap":
-        return Transform(name, seed=seed)
+        return Transform(name, seed=seed, has_aux=has_aux)
     size = draw(st.integers(2, 3))
     free = [n for n in ("i", "j") if n not in used]
     axis_name = draw(st.sampled_from([None, *free]))
@@ -388,18 +390,21 @@ def _render_block(block: Block, p: str, indent: str) -> list[str]:
 
 
 def _render_transform(case: Case, t: Transform, inner: str) -> str:
-    if t.name in ("grad", "value_and_grad", "hessian") and t.argnums is not None:
-        return f"(lambda x: {t.name}(scalarize(star({inner})), argnums={t.argnums!r})(*x))"
-    if t.name in ("jacrev", "jacfwd") and t.argnums is not None:
-        return f"(lambda x: {t.name}(star({inner}), argnums={t.argnums!r})(*x))"
-    if t.name in ("grad", "value_and_grad", "hessian"):
-        return f"{t.name}(scalarize({inner}))"
-    if t.name == "hvp":
-        return f"(lambda x: hvp(scalarize({inner}), (x,), (fixed_tangent(seed={t.seed}),)))"
+    aux = ", has_aux=True" if t.has_aux else ""
+    if t.name in WITH_ARGNUMS:
+        scalar = t.name in ("grad", "value_and_grad", "hessian")
+        fun = f"scalarize({inner})" if scalar else inner
+        fun = f"with_aux({fun})" if t.has_aux else fun
+        if t.argnums is None:
+            return f"{t.name}({fun}{aux})"
+        return f"(lambda x: {t.name}(star({fun}), argnums={t.argnums!r}{aux})(*x))"
     if t.name in ("jvp", "linearize"):
         return f"{t.name}_with_fixed_tangent({inner}, seed={t.seed})"
     if t.name == "vjp":
-        return f"vjp_with_fixed_cotangent({inner}, seed={t.seed})"
+        fun = f"with_aux({inner})" if t.has_aux else inner
+        return f"vjp_with_fixed_cotangent({fun}, seed={t.seed}{aux})"
+    if t.name == "hvp":
+        return f"(lambda x: hvp(scalarize({inner}), (x,), (fixed_tangent(seed={t.seed}),)))"
     if t.name == "vmap":
         extra = f", axis_name={t.axis_name!r}" if t.axis_name else ""
         extra += f", out_axes={t.out_axes}" if t.out_axes else ""
@@ -520,22 +525,34 @@ class RefBackend(TorchOps):
         self.custom = _plain_custom_ops(torch)
         self.jvp, self.vjp = torch.func.jvp, torch.func.vjp
 
-    # torch.func takes argnums as an int or a tuple only
-    def grad(self, f: Callable[..., Any], argnums: Any = 0) -> Callable[..., Any]:
-        return torch.func.grad(f, argnums=_tuple(argnums))
+    def _derivative(self, which: str, f: Callable, argnums: Any, **kw: Any) -> Callable:
+        def d(*xs: Any) -> Any:
+            an = _nonnegative(argnums, len(xs))
+            return getattr(torch.func, which)(f, argnums=an, **kw)(*xs)
 
-    def jacrev(self, f: Callable[..., Any], argnums: Any = 0) -> Callable[..., Any]:
-        return torch.func.jacrev(f, argnums=_tuple(argnums))
+        return d
 
-    def jacfwd(self, f: Callable[..., Any], argnums: Any = 0) -> Callable[..., Any]:
-        return torch.func.jacfwd(f, argnums=_tuple(argnums))
+    def grad(self, f: Callable[..., Any], argnums: Any = 0, has_aux: bool = False) -> Callable:
+        return self._derivative("grad", f, argnums, has_aux=has_aux)
 
-    def hessian(self, f: Callable[..., Any], argnums: Any = 0) -> Callable[..., Any]:
-        return torch.func.hessian(f, argnums=_tuple(argnums))
+    def jacrev(self, f: Callable[..., Any], argnums: Any = 0, has_aux: bool = False) -> Callable:
+        return self._derivative("jacrev", f, argnums, has_aux=has_aux)
 
-    def value_and_grad(self, f: Callable[..., Any], argnums: Any = 0) -> Callable[..., Any]:
+    def jacfwd(self, f: Callable[..., Any], argnums: Any = 0, has_aux: bool = False) -> Callable:
+        return self._derivative("jacfwd", f, argnums, has_aux=has_aux)
+
+    def hessian(self, f: Callable[..., Any], argnums: Any = 0, has_aux: bool = False) -> Callable:
+        # torch.func.hessian has no has_aux: its definition, jacfwd(jacrev)
+        inner = self._derivative("jacrev", f, argnums, has_aux=has_aux)
+        return self._derivative("jacfwd", inner, argnums, has_aux=has_aux)
+
+    def value_and_grad(
+        self, f: Callable[..., Any], argnums: Any = 0, has_aux: bool = False
+    ) -> Callable[..., Any]:
+        gv = self._derivative("grad_and_value", f, argnums, has_aux=has_aux)
+
         def vg(*xs: Any) -> Any:
-            g, v = torch.func.grad_and_value(f, argnums=_tuple(argnums))(*xs)
+            g, v = gv(*xs)
             return v, g
 
         return vg
@@ -584,8 +601,12 @@ class RefBackend(TorchOps):
         return looped
 
 
-def _tuple(argnums: Any) -> Any:
-    return tuple(argnums) if isinstance(argnums, list) else argnums
+def _nonnegative(argnums: Any, n: int) -> Any:
+    """argnums as torch.func takes them: an int or a tuple, counted from the front
+    (torch.func.jacfwd gives zeros for a negative argnum: torch 2.13)."""
+    if isinstance(argnums, int):
+        return argnums % n
+    return tuple(a % n for a in argnums)
 
 
 def _stack(ys: tuple[Any, ...], out_axes: int) -> Any:
@@ -726,23 +747,12 @@ def _fixed_tree(bk: Any, case: Case, seed: int, scale: float = 1.0) -> Any:
 
 def apply_transform(bk: Any, case: Case, t: Transform, f: Callable[[Any], Any]) -> Callable:
     name = t.name
-    if t.argnums is not None:  # tuple layout: differentiate with respect to some of the leaves
-        scalar = name in ("grad", "value_and_grad", "hessian")
-
-        def star(*xs: Any) -> Any:
-            out = f(tuple(xs))
-            return scalarize(bk, out) if scalar else out
-
-        d = getattr(bk, name)(star, argnums=t.argnums)
-        return lambda x: d(*x)
+    if name in WITH_ARGNUMS:
+        return _derivative(bk, t, f)
     if name == "hvp":
         return lambda x: tuple(
             bk.hvp(lambda x: scalarize(bk, f(x)), (x,), (_fixed_tree(bk, case, t.seed),))
         )
-    if name in ("grad", "value_and_grad", "hessian"):
-        return getattr(bk, name)(lambda x: scalarize(bk, f(x)))
-    if name in ("jacrev", "jacfwd"):
-        return getattr(bk, name)(f)
     if name == "checkpoint":
         return bk.checkpoint(f)
     if name == "jvp":
@@ -757,9 +767,12 @@ def apply_transform(bk: Any, case: Case, t: Transform, f: Callable[[Any], Any]) 
     if name == "vjp":
 
         def vjp(x: Any) -> Any:
-            out, vjp_fn = bk.vjp(f, x)
+            if t.has_aux:
+                out, vjp_fn, aux = bk.vjp(lambda x: _with_aux(f(x)), x, has_aux=True)
+            else:
+                out, vjp_fn = bk.vjp(f, x)
             ct = bk.tree_map(lambda o: bk.const(pattern(bk.shape(o), t.seed)), out)
-            return out, vjp_fn(ct)[0]
+            return (out, vjp_fn(ct)[0], aux) if t.has_aux else (out, vjp_fn(ct)[0])
 
         return vjp
     assert name == "vmap"
@@ -784,6 +797,29 @@ def apply_transform(bk: Any, case: Case, t: Transform, f: Callable[[Any], Any]) 
         return mapped(layout_tree(case.layout, big))
 
     return batched
+
+
+def _with_aux(out: Any, main: Any = None) -> tuple[Any, Any]:
+    """``(main, aux)`` for has_aux: the aux is the function's output, in a dict."""
+    return (out if main is None else main), {"aux": out}
+
+
+def _derivative(bk: Any, t: Transform, f: Callable[[Any], Any]) -> Callable:
+    """grad, value_and_grad, jacrev, jacfwd, hessian, with their argnums and has_aux."""
+    scalar = t.name in ("grad", "value_and_grad", "hessian")
+
+    def objective(*xs: Any) -> Any:
+        out = f(tuple(xs) if t.argnums is not None else xs[0])
+        main = scalarize(bk, out) if scalar else out
+        return _with_aux(out, main) if t.has_aux else main
+
+    kw: dict[str, Any] = {}
+    if t.argnums is not None:  # tuple layout: the leaves become positional arguments
+        kw["argnums"] = t.argnums
+    if t.has_aux:
+        kw["has_aux"] = True
+    d = getattr(bk, t.name)(objective, **kw)
+    return (lambda x: d(*x)) if t.argnums is not None else d
 
 
 def _leaf_axes(case: Case, t: Transform) -> tuple[int | None, ...]:
