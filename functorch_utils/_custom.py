@@ -97,8 +97,13 @@ def _is_diff_tensor(x: Any) -> bool:
     return isinstance(x, torch.Tensor) and (x.is_floating_point() or x.is_complex())
 
 
-# torch.compile cannot trace the functorch introspection below: while compiling, every call takes
-# the rule's path and the closure checks are skipped (docs/custom_rules.md says so).
+# torch.compile cannot trace the functorch introspection below: while compiling, the closure
+# checks are skipped, and whether a call is differentiated is read from ``requires_grad`` as
+# torch.compile sees it. Inside a torch.func transform it reports False for the transform's
+# inputs but True for the result of an op on them (hence ``view_as``); it reports False under
+# forward mode, so forward mode of a compiled call differentiates the function itself
+# (docs/custom_rules.md says so). torch.compile also inlines a Function whose inputs do not
+# require grad, calling its forward with a ctx first (see _state_and_tensors).
 def _tracked(x: torch.Tensor) -> bool:
     return not hooks.is_compiling() and hooks.carries_derivative(x)
 
@@ -107,7 +112,10 @@ def _differentiating(args: tuple[Any, ...], *funs: Callable[..., Any]) -> bool:
     """Whether a derivative of this call may be taken: a grad/jvp transform is active, or autograd
     tracks an argument or a tensor in the closure cells of ``funs``."""
     if hooks.is_compiling():
-        return True
+        leaves = _pytree.flatten(args)[0]
+        return torch.is_grad_enabled() and any(
+            isinstance(x, torch.Tensor) and x.view_as(x).requires_grad for x in leaves
+        )
     names = hooks.transform_names()
     if "Grad" in names or "Jvp" in names:
         return True
@@ -133,10 +141,7 @@ def _state_and_tensors(inputs: tuple[Any, ...]) -> tuple[Any, tuple[torch.Tensor
 
 def _apply(call: str, fn: Any, state: Any, tensors: list[torch.Tensor], *rest: Any) -> Any:
     if hooks.is_compiling():
-        # torch.compile decides from what it sees whether a derivative may be taken; inside a
-        # torch.func transform it sees the inputs as not requiring grad unless they are the
-        # result of an op, and would then drop the rule.
-        tensors = [t.view_as(t) for t in tensors]
+        tensors = [t.view_as(t) for t in tensors]  # see _differentiating
     try:
         return fn.apply(state, *tensors, *rest)
     except NotImplementedError as e:  # forward mode under torch.compile reaches the base class
@@ -477,15 +482,16 @@ class _CustomVjpFunction(torch.autograd.Function):
     def forward(*inputs: Any) -> Any:
         # inputs: the state, primal tensors, residual tensors, closed-over tensors, fwd's outputs
         state, tensors = _state_and_tensors(inputs)
-        return _fresh(tensors[sum(state.n[:3]) :], tensors)
+        start = sum(state.n[:3])
+        return _fresh(tensors[start : start + state.n[3]], tensors)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
         state: _VjpState = inputs[0]
-        n_in, n_res, n_cap, _ = state.n
+        n_in, n_res, n_cap, n_out = state.n
         ctx.meta = state
         # One set for both (torch's generated vmap rule tracks one set of saved tensors).
-        kept = (*inputs[1 : 1 + n_in + n_res], *inputs[1 + n_in + n_res + n_cap :])
+        kept = (*inputs[1 : 1 + n_in + n_res], *inputs[1 + n_in + n_res + n_cap :][:n_out])
         ctx.save_for_backward(*kept)
         ctx.save_for_forward(*kept)
 
@@ -665,7 +671,8 @@ class _CustomJvpFunction(torch.autograd.Function):
     def forward(*inputs: Any) -> Any:
         # inputs: the state, primal tensors, closed-over tensors, fun's outputs
         state, tensors = _state_and_tensors(inputs)
-        return _fresh(tensors[state.n[0] + state.n[1] :], tensors)
+        start = state.n[0] + state.n[1]
+        return _fresh(tensors[start : start + state.n[2]], tensors)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
