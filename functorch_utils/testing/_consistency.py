@@ -1,12 +1,6 @@
 """Consistency checks that need no finite differences: ``check_vmap``, ``check_consistency``.
 
-# NOTE [consistency tolerances]
-# Two AD paths to the same quantity differ only by rounding, so the tolerance is a small multiple
-# of the dtype's epsilon times a scale: 32 * eps * scale by default (docs/testing.md, "The
-# numbers": consistency tolerances; the worst case measured over 200 random small functions was
-# 5 eps * scale). The scale is the largest magnitude of the compared quantity (for H v:
-# max_i (|H| |v|)_i, the rounding bound of a matrix-vector product). Matmuls run at "highest"
-# float32 precision (TF32 made vmap vs loop differ by thousands of eps on an H100).
+The tolerance is NOTE [consistency tolerances] below.
 """
 
 from __future__ import annotations
@@ -47,6 +41,14 @@ PROPERTIES = (
     "hvp",
 )
 _SCALAR_ONLY = ("hessian_symmetric", "hessian_jacrev_jacrev", "hvp")
+
+# NOTE [consistency tolerances]
+# Two AD paths to the same quantity differ only by rounding, so the tolerance is a small multiple
+# of the dtype's epsilon times a scale: 32 * eps * scale by default (docs/testing.md, "The
+# numbers": consistency tolerances; the worst case measured over 200 random small functions was
+# 5 eps * scale). The scale is the largest magnitude of the compared quantity (for H v:
+# max_i (|H| |v|)_i, the rounding bound of a matrix-vector product). Matmuls run at "highest"
+# float32 precision (TF32 made vmap vs loop differ by thousands of eps on an H100).
 _FACTOR = 32.0  # docs/testing.md, "The numbers": consistency tolerances
 
 

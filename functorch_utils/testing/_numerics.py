@@ -1,36 +1,8 @@
 """Finite-difference numerics: steps, references, tolerances, kinks, the matmul-precision pin.
 
 Every number here is explained, with the measurements behind it, in the testing guide
-(``docs/testing.md``, "The numbers"); the comments name the section they come from.
-
-# NOTE [the finite-difference scheme]
-# - The reference is computed in float64: float32/float16/bfloat16 inputs are upcast for the
-#   finite differences only (the derivative under test runs in the input dtype). A function that
-#   is not dtype-polymorphic (fails in float64, or hands back lower-precision outputs) is
-#   differenced in its own dtype with a 4x looser rtol.
-# - Central differences D(h) = (f(x+hv) - f(x-hv)) / 2h along random directions, one input leaf
-#   at a time (so a failure names the leaf), with h = eps_ref^(1/3) * max(1, |x|_inf) rounded to a
-#   power of two.
-# - Norms of projected quantities are compared, never elementwise and never scaled by numel:
-#       err = |AD - REF|
-#       tol = rtol * max(|AD|, |REF|)                        relative part
-#           + 10 * eps_ref * max(|f(x+hv)|, |f(x-hv)|) / h   finite-difference rounding floor
-#           + 2 * |D(h) - D(h/2)|                            truncation estimate
-#           + 10 * eps_d * |f(x)| / max(1, |x|_inf)          rounding floor of the tested dtype
-#           + atol
-# - Kinks: one-sided slopes whose gap does not shrink when h halves raise
-#   NonDifferentiablePointError instead of giving a wrong verdict.
-#
-# NOTE [references]
-# reference="central" is the scheme above. "richardson" takes h = eps_ref^(1/5)*scale and
-# R = D(h/2) + (D(h/2) - D(h))/3 (error O(h^4)), with |D(h/2) - D(h)|/3 as its truncation part
-# and a tighter rtol. "complex_step" takes Im f(x + i*t*v)/t with t = 1e-20 in complex128: exact
-# to rounding for real-analytic code, and at higher orders too, since the problems checked there
-# are jvp/vjp of f evaluated at complex points (Im jvp(f, x + i*t*v, w)/t = w^T H v). It is
-# guarded: the cheap central difference is computed anyway (for the kink probe), and when the two
-# disagree beyond the central tolerance (conj(), abs(), .real are silently not holomorphic) or f
-# refuses complex input (relu, clamp, comparisons), the check warns (ComplexStepWarning) and
-# uses the central difference for that leaf. "same_dtype" differences in the tested dtype.
+(``docs/testing.md``, "The numbers"); the comments name the section they come from. The scheme
+is NOTE [the finite-difference scheme] below, the references NOTE [references].
 """
 
 from __future__ import annotations
@@ -112,15 +84,13 @@ def norm(t: Tensor) -> float:
     return float(torch.linalg.vector_norm(t)) if t.numel() else 0.0
 
 
+# NOTE [complex pairing]
+# The contract follows JAX for complex numbers (grad of a real function of z is the conjugate
+# of torch's), so the cotangent of ``functorch_utils.vjp`` pairs with a tangent bilinearly:
+# Re sum(u * J v) == Re sum(vjp(u) * v). For torch's convention this would be Re vdot.
+# The two coincide for real tensors.
 def pair(a: Tensor, b: Tensor) -> float:
-    """The real pairing under which a VJP is the adjoint of a JVP.
-
-    # NOTE [complex pairing]
-    # The contract follows JAX for complex numbers (grad of a real function of z is the conjugate
-    # of torch's), so the cotangent of ``functorch_utils.vjp`` pairs with a tangent bilinearly:
-    # Re sum(u * J v) == Re sum(vjp(u) * v). For torch's convention this would be Re vdot.
-    # The two coincide for real tensors.
-    """
+    """The real pairing under which a VJP is the adjoint of a JVP (NOTE [complex pairing])."""
     if not a.numel():
         return 0.0
     return float(torch.sum(a * b).real)
@@ -188,6 +158,24 @@ def highest_matmul_precision() -> Iterator[None]:
 
 # ---------------------------------------------------------------------------------------------
 # Steps and tolerances (docs/testing.md, "The numbers": steps, rtol table, tolerance terms)
+#
+# NOTE [the finite-difference scheme]
+# - The reference is computed in float64: float32/float16/bfloat16 inputs are upcast for the
+#   finite differences only (the derivative under test runs in the input dtype). A function that
+#   is not dtype-polymorphic (fails in float64, or hands back lower-precision outputs) is
+#   differenced in its own dtype with a 4x looser rtol.
+# - Central differences D(h) = (f(x+hv) - f(x-hv)) / 2h along random directions, one input leaf
+#   at a time (so a failure names the leaf), with h = eps_ref^(1/3) * max(1, |x|_inf) rounded to a
+#   power of two.
+# - Norms of projected quantities are compared, never elementwise and never scaled by numel:
+#       err = |AD - REF|
+#       tol = rtol * max(|AD|, |REF|)                        relative part
+#           + 10 * eps_ref * max(|f(x+hv)|, |f(x-hv)|) / h   finite-difference rounding floor
+#           + 2 * |D(h) - D(h/2)|                            truncation estimate
+#           + 10 * eps_d * |f(x)| / max(1, |x|_inf)          rounding floor of the tested dtype
+#           + atol
+# - Kinks: one-sided slopes whose gap does not shrink when h halves raise
+#   NonDifferentiablePointError instead of giving a wrong verdict.
 
 
 def _power_of_two(eps_ref: float, power: float, scale: float) -> float:
@@ -453,6 +441,17 @@ def default_rtol(ref: Reference, dtypes: Sequence[torch.dtype], reference: str) 
 
 # ---------------------------------------------------------------------------------------------
 # The reference derivative along v: central, Richardson or a guarded complex step
+#
+# NOTE [references]
+# reference="central" is the scheme above. "richardson" takes h = eps_ref^(1/5)*scale and
+# R = D(h/2) + (D(h/2) - D(h))/3 (error O(h^4)), with |D(h/2) - D(h)|/3 as its truncation part
+# and a tighter rtol. "complex_step" takes Im f(x + i*t*v)/t with t = 1e-20 in complex128: exact
+# to rounding for real-analytic code, and at higher orders too, since the problems checked there
+# are jvp/vjp of f evaluated at complex points (Im jvp(f, x + i*t*v, w)/t = w^T H v). It is
+# guarded: the cheap central difference is computed anyway (for the kink probe), and when the two
+# disagree beyond the central tolerance (conj(), abs(), .real are silently not holomorphic) or f
+# refuses complex input (relu, clamp, comparisons), the check warns (ComplexStepWarning) and
+# uses the central difference for that leaf. "same_dtype" differences in the tested dtype.
 
 
 def complex_step(ref: Reference, i: int, v: Tensor) -> tuple[Tensor | None, str]:

@@ -1,13 +1,6 @@
 """``taylor_test``: convergence rate of the Taylor remainder, no step size to choose.
 
-# NOTE [taylor test]
-# With the derivatives right, r(h) = |f(x+hv) - sum_{j<=k} h^j/j! D^j f(x)[v,...,v]| shrinks like
-# h^(k+1); a derivative wrong by a relative d leaves a term d*h^k/k! |D^k|, so the rate drops to k
-# once h is small enough. The median of the rates over a ladder of halving steps separates the two
-# (docs/testing.md, "The numbers": Taylor rate; median >= 1.8 for k = 1 separates correct from
-# 3 %-wrong gradients). Rungs whose remainder is at the rounding floor are left out; if every rung
-# is there, f is a polynomial of degree <= k along v and the test passes. f is evaluated in
-# float64 when it can be (inputs upcast); the derivatives run in the input dtype.
+Why it works, and the rate that decides: NOTE [taylor test] below.
 """
 
 from __future__ import annotations
@@ -208,6 +201,15 @@ def _term_errors(p: _Problem, terms: list[Tensor], point64: tuple[Any, ...] | No
 
 # ---------------------------------------------------------------------------------------------
 # The remainders along the ladder, and the verdict
+#
+# NOTE [taylor test]
+# With the derivatives right, r(h) = |f(x+hv) - sum_{j<=k} h^j/j! D^j f(x)[v,...,v]| shrinks like
+# h^(k+1); a derivative wrong by a relative d leaves a term d*h^k/k! |D^k|, so the rate drops to k
+# once h is small enough. The median of the rates over a ladder of halving steps separates the two
+# (docs/testing.md, "The numbers": Taylor rate; median >= 1.8 for k = 1 separates correct from
+# 3 %-wrong gradients). Rungs whose remainder is at the rounding floor are left out; if every rung
+# is there, f is a polynomial of degree <= k along v and the test passes. f is evaluated in
+# float64 when it can be (inputs upcast); the derivatives run in the input dtype.
 
 
 def _remainders(g: _Flat, xs: tuple[Tensor, ...], vs: tuple[Tensor, ...], f0: Tensor,

@@ -2,16 +2,8 @@
 matrices, pytrees, tangents and batches.
 
 Importing this module imports hypothesis (``import functorch_utils.testing`` does not). Built on
-``hypothesis.extra.numpy``: no NaN, inf, subnormals, sparse layouts or ``requires_grad``.
-
-# NOTE [domains carry the step]
-# Hypothesis hunts edge cases: ties, exact zeros, and literals mined from the code under test (a
-# relu kink at 0.37 was found at exactly 0.37). A finite-difference stencil that straddles a kink
-# gives a wrong verdict, so each Domain keeps values ``margin`` away from its open ends and from
-# the points it avoids, and ``min_gap`` apart when distinct, with margin = 4 * h + 2 * ulp, where
-# h is ``finite_difference_step`` for the same dtype, |x|_inf bound and reference as the check
-# (the stencil reaches x +- h v with |v_i| <= 1), and ulp the spacing of the dtype at the bound
-# (values are rounded to the dtype after the margin is applied).
+``hypothesis.extra.numpy``: no NaN, inf, subnormals, sparse layouts or ``requires_grad``. How the
+value domains keep finite-difference stencils off kinks: NOTE [domains carry the step] below.
 """
 
 from __future__ import annotations
@@ -142,6 +134,14 @@ def _ulp(dtype: torch.dtype, bound: float) -> float:
     return eps * 2.0 ** math.floor(math.log2(max(bound, 1.0)))
 
 
+# NOTE [domains carry the step]
+# Hypothesis hunts edge cases: ties, exact zeros, and literals mined from the code under test (a
+# relu kink at 0.37 was found at exactly 0.37). A finite-difference stencil that straddles a kink
+# gives a wrong verdict, so each Domain keeps values ``margin`` away from its open ends and from
+# the points it avoids, and ``min_gap`` apart when distinct, with margin = 4 * h + 2 * ulp, where
+# h is ``finite_difference_step`` for the same dtype, |x|_inf bound and reference as the check
+# (the stencil reaches x +- h v with |v_i| <= 1), and ulp the spacing of the dtype at the bound
+# (values are rounded to the dtype after the margin is applied).
 @dataclasses.dataclass(frozen=True)
 class Domain:
     """Values for derivative tests, kept off kinks and ties by the check's own step.
