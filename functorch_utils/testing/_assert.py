@@ -22,7 +22,7 @@ def default_tolerance(dtype: torch.dtype) -> tuple[float, float]:
         ``(rtol, atol)``: ``(1e-10, 1e-12)`` for float64, ``(1e-5, 1e-6)`` for float32,
         ``(1e-2, 1e-3)`` for float16 and ``(2e-2, 1e-2)`` for bfloat16.
 
-    Examples:
+    Example:
         >>> import torch
         >>> from functorch_utils.testing import default_tolerance
         >>> default_tolerance(torch.float32)
@@ -111,7 +111,7 @@ def assert_trees_allclose(
             mismatch, or values that are not close (the key path, the shapes, the max absolute and
             relative error and the tolerance).
 
-    Examples:
+    Example:
         >>> import torch
         >>> from functorch_utils.testing import assert_trees_allclose
         >>> x = {"w": torch.ones(2), "b": (torch.zeros(()), None)}

@@ -381,7 +381,7 @@ def check_jvp(
             the input leaf, the error and the parts of the tolerance).
         NonDifferentiablePointError: ``f`` has a kink at ``args``.
 
-    Examples:
+    Example:
         >>> import functools, torch
         >>> import functorch_utils
         >>> from functorch_utils.testing import check_jvp
@@ -447,7 +447,7 @@ def check_vjp(
         AssertionError: The VJP disagrees with the finite differences.
         NonDifferentiablePointError: ``f`` has a kink at ``args``.
 
-    Examples:
+    Example:
         >>> import functools, torch
         >>> import functorch_utils
         >>> from functorch_utils.testing import check_vjp
@@ -609,7 +609,7 @@ def check_grads(
         ValueError: Bad ``order``/``modes``, no floating leaves, a non-finite output, or a step
             below the resolution of an input's dtype.
 
-    Examples:
+    Example:
         >>> import torch
         >>> from functorch_utils.testing import check_grads
         >>> def f(params, x):

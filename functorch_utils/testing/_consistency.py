@@ -172,7 +172,7 @@ def check_vmap(
         DerivativeCheckError: An output leaf differs (the report names it and the batch index).
         ValueError: ``in_axes`` is not a prefix of ``args``, or mapped sizes disagree.
 
-    Examples:
+    Example:
         >>> import torch
         >>> from functorch_utils.testing import check_vmap
         >>> xs, w = torch.randn(5, 3), torch.randn(3, 2)
@@ -410,7 +410,7 @@ def check_consistency(
             input and output leaves).
         ValueError: An unknown property, or a scalar-only property for a non-scalar output.
 
-    Examples:
+    Example:
         >>> import torch
         >>> from functorch_utils.testing import check_consistency
         >>> def f(p, x):

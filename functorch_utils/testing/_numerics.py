@@ -200,7 +200,7 @@ def finite_difference_step(
     Returns:
         The step, a power of two times ``max(1, scale)`` rounded.
 
-    Examples:
+    Example:
         >>> import torch
         >>> from functorch_utils.testing import finite_difference_step
         >>> finite_difference_step(torch.float32) == 2.0**-17

@@ -25,7 +25,7 @@ class NonDifferentiablePointError(ValueError):
     does not shrink when the step is halved. In a hypothesis test, catch it and call
     ``hypothesis.reject()``, or draw inputs away from the kinks.
 
-    Examples:
+    Example:
         >>> import torch
         >>> from functorch_utils.testing import NonDifferentiablePointError, check_grads
         >>> try:
@@ -43,7 +43,7 @@ class ComplexStepWarning(UserWarning):
     outputs of another shape, or when the complex-step derivative disagrees with a central
     difference beyond its tolerance (``conj()``, ``abs()`` and ``.real`` are not holomorphic).
 
-    Examples:
+    Example:
         >>> import warnings, torch
         >>> from functorch_utils.testing import ComplexStepWarning, check_grads
         >>> x = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64)
@@ -73,7 +73,7 @@ class CheckReport:
         seed: The seed of the random directions.
         message: The full text of the error.
 
-    Examples:
+    Example:
         >>> import torch
         >>> from functorch_utils.testing import DerivativeCheckError, check_vjp
         >>> x = torch.linspace(-1.0, 1.0, 4, dtype=torch.float64)
@@ -106,7 +106,7 @@ class CheckReport:
 class DerivativeCheckError(AssertionError):
     """An ``AssertionError`` from a failed check, with the structured report as ``.report``.
 
-    Examples:
+    Example:
         >>> from functorch_utils.testing import DerivativeCheckError
         >>> issubclass(DerivativeCheckError, AssertionError)
         True

@@ -41,7 +41,7 @@ class TaylorResult:
         min_rate: The median rate needed to pass.
         passed: Whether ``median_rate >= min_rate``.
 
-    Examples:
+    Example:
         >>> import torch
         >>> from functorch_utils.testing import taylor_test
         >>> res = taylor_test(lambda x: torch.sin(x).sum(), torch.ones(3, dtype=torch.float64))
@@ -319,7 +319,7 @@ def taylor_test(
         ValueError: Bad ``order``, ``mode`` or ``steps``, or ``mode="rev"`` with a non-scalar
             output.
 
-    Examples:
+    Example:
         >>> import torch
         >>> from functorch_utils import custom_vjp
         >>> from functorch_utils.testing import taylor_test

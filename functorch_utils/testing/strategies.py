@@ -55,7 +55,7 @@ _FLOAT = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 def dtypes(*, float64: bool = True, float32: bool = True, half: bool = False) -> Any:
     """Floating dtypes: float32 and float64 by default, float16/bfloat16 with ``half=True``.
 
-    Examples:
+    Example:
         >>> import torch
         >>> from hypothesis import given
         >>> from functorch_utils.testing import strategies as fst
@@ -78,7 +78,7 @@ def _available_devices() -> list[str]:
 def devices() -> Any:
     """``"cpu"``, plus ``"cuda"`` when available (detected at the first draw, never at import).
 
-    Examples:
+    Example:
         >>> from hypothesis import given
         >>> from functorch_utils.testing import strategies as fst
         >>> @given(fst.devices())
@@ -99,7 +99,7 @@ def shapes(
 ) -> Any:
     """Tensor shapes with at most ``max_numel`` elements (64 by default).
 
-    Examples:
+    Example:
         >>> import math
         >>> from hypothesis import given
         >>> from functorch_utils.testing import strategies as fst
@@ -160,7 +160,7 @@ class Domain:
         reference: The check's ``reference``, which sets its step.
         margin_scale: Multiplies the derived margin.
 
-    Examples:
+    Example:
         >>> import torch
         >>> from functorch_utils.testing import strategies as fst
         >>> d = fst.real(-2, 2).away_from(0.0)
@@ -245,7 +245,7 @@ class Domain:
 def real(lo: float = -4.0, hi: float = 4.0, *, reference: str = "central") -> Domain:
     """Finite values in ``[lo, hi]`` (no NaN, inf or subnormals).
 
-    Examples:
+    Example:
         >>> from functorch_utils.testing import strategies as fst
         >>> fst.real()
         Domain(lo=-4.0, hi=4.0, open_lo=False, open_hi=False, avoid=(), min_gap=None, reference='central', margin_scale=1.0)
@@ -256,7 +256,7 @@ def real(lo: float = -4.0, hi: float = 4.0, *, reference: str = "central") -> Do
 def positive(hi: float = 4.0, *, reference: str = "central") -> Domain:
     """Values in ``(0, hi]``, a margin above 0 (so ``log``/``sqrt`` stencils stay in the domain).
 
-    Examples:
+    Example:
         >>> import torch
         >>> from functorch_utils.testing import strategies as fst
         >>> fst.positive().bounds(torch.float64)[0] > 0
@@ -268,7 +268,7 @@ def positive(hi: float = 4.0, *, reference: str = "central") -> Domain:
 def open_interval(lo: float, hi: float, *, reference: str = "central") -> Domain:
     """Values in ``(lo, hi)``, a margin inside both ends (``atanh`` on ``(-1, 1)``).
 
-    Examples:
+    Example:
         >>> import torch
         >>> from functorch_utils.testing import strategies as fst
         >>> lo, hi = fst.open_interval(-1, 1).bounds(torch.float32)
@@ -287,7 +287,7 @@ def away_from(
 ) -> Domain:
     """Values in ``[lo, hi]`` a margin away from each of ``points`` (kinks: relu, abs at 0).
 
-    Examples:
+    Example:
         >>> import torch
         >>> from functorch_utils.testing import strategies as fst
         >>> d = fst.away_from(0.0)
@@ -304,7 +304,7 @@ def distinct(
     """Values in ``[lo, hi]`` whose elements (within one tensor) are ``min_gap`` apart (no ties
     for ``max``, ``sort``, ``median``); ``min_gap`` defaults to the margin.
 
-    Examples:
+    Example:
         >>> import torch
         >>> from hypothesis import given
         >>> from functorch_utils.testing import strategies as fst
@@ -395,7 +395,7 @@ def tensors(
         elements: A :class:`Domain`; default :func:`real`.
         device: A device or a strategy of devices (e.g. :func:`devices`).
 
-    Examples:
+    Example:
         >>> import torch
         >>> from hypothesis import given
         >>> from functorch_utils.testing import check_grads, strategies as fst
@@ -424,7 +424,7 @@ def well_conditioned_matrices(
     The condition number is at most 3, so ``solve``, ``inv`` and ``det`` have derivatives that
     finite differences check in float32 as well.
 
-    Examples:
+    Example:
         >>> import torch
         >>> from hypothesis import given
         >>> from functorch_utils.testing import strategies as fst
@@ -451,7 +451,7 @@ def spd_matrices(n: Any = None, dtype: Any = torch.float64, *, batch_shape: Any 
     """Symmetric positive definite matrices ``M M^T`` (eigenvalues in ``[1/4, 9/4]``), exactly
     symmetric, for ``cholesky``, ``eigh`` and quadratic forms.
 
-    Examples:
+    Example:
         >>> import torch
         >>> from hypothesis import given
         >>> from functorch_utils.testing import strategies as fst
@@ -515,7 +515,7 @@ def pytrees(
         containers: Which node types to use, among ``"dict"``, ``"list"``, ``"tuple"``,
             ``"namedtuple"``, ``"dataclass"`` and ``"none"``.
 
-    Examples:
+    Example:
         >>> import torch
         >>> from hypothesis import given
         >>> from functorch_utils.testing import check_grads, strategies as fst
@@ -556,7 +556,7 @@ def tree_like(tree: Any, elements: Domain | None = None) -> Any:
 
     Non-tensor leaves are kept as they are.
 
-    Examples:
+    Example:
         >>> import torch
         >>> from hypothesis import given
         >>> import functorch_utils
@@ -603,7 +603,7 @@ def batched(
     with int or ``None`` leaves. Draw the tuple of positional arguments as the tree to pass
     ``in_axes`` straight to ``vmap``.
 
-    Examples:
+    Example:
         >>> import torch
         >>> from hypothesis import given
         >>> from functorch_utils.testing import check_vmap, strategies as fst
