@@ -37,9 +37,16 @@ __all__ = ["custom_jvp", "custom_vjp"]
 #   Function passes on the tangent of ``fwd``'s output, which is JAX's forward-over-reverse
 #   (``jvp(grad(f))``); plain forward mode of a custom_vjp function is refused, as in JAX.
 # - custom_jvp: ``fun`` runs outside on inputs detached from every transform, so whatever still
-#   carries a derivative in its output came from a value ``fun`` closes over: refused. The
-#   Function's ``jvp`` is the rule; its ``backward`` is the transpose of that linear rule, a VJP of
-#   ``tangents -> rule(primals, tangents)[1]``, which is what JAX does.
+#   carries a derivative in its output comes from a value ``fun`` closes over (or a nondiff
+#   argument); that part is differentiated by autodiff of ``fun``, the rest by the rule, which
+#   speaks of the differentiated arguments only. The Function's ``jvp`` is the rule; its
+#   ``backward`` is the transpose of that linear rule, a VJP of
+#   ``tangents -> rule(primals, tangents)[1]``, which is what JAX does. The backward pass keeps
+#   the Function's outputs, so a rule that uses the primal output is differentiated through it by
+#   this same rule at higher orders.
+# - Values a custom_vjp's ``bwd`` (or a custom_jvp's rule) closes over that an enclosing
+#   transform differentiates enter the Function as inputs with no cotangent, so the engine sees
+#   the dependence and keeps the backward pass differentiable.
 #
 # Complex numbers: rules are written in JAX's convention (NOTE [complex conventions] in
 # _engine.py). torch hands a backward ``conj(ct)``-convention cotangents, so custom_vjp's backward
