@@ -60,6 +60,9 @@ def current_level() -> int | None:
     return _maybe_current_level()
 
 
+# Eager-only: dynamo cannot trace the interpreter stack (it warns); where a graph break hands a
+# caller's frame back to dynamo, this runs eagerly instead of being traced.
+@torch.compiler.disable
 def interpreter_keys() -> list[Any]:
     """The transform types of the active functorch interpreters, outermost first."""
     try:

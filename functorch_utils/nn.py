@@ -22,7 +22,7 @@ from torch import nn
 
 from ._errors import describe, message, raise_type, raise_value
 from ._grad import grad
-from ._torch_hooks import under_vmap
+from ._torch_hooks import is_compiling, under_vmap
 from ._vmap import vmap
 from .tree_util import tree_map
 
@@ -212,7 +212,8 @@ class Apply:
 
     def __call__(self, params: Any, /, *args: Any, **kwargs: Any) -> Any:
         given = self._check(params)
-        if under_vmap():
+        # under torch.compile the interpreter stack cannot be traced: torch's own error stands
+        if not is_compiling() and under_vmap():
             bn = _training_batchnorm(self.module)
             if bn is not None:
                 raise ValueError(_batchnorm_message(self._call, bn))

@@ -476,3 +476,11 @@ def test_apply_is_pure_and_correct_under_threads() -> None:
     assert torch.equal(module.w.detach(), torch.ones(3, dtype=torch.float64))
     assert module.w.grad is None
     torch.testing.assert_close(apply(params, x), module(x).detach())
+
+
+def test_apply_compiles_without_a_trace_warning():
+    # the vmap probe is skipped under torch.compile (its interpreter stack cannot be traced)
+    params, apply = functionalize(torch.nn.Linear(3, 2))
+    x = torch.randn(4, 3)
+    out = torch.compile(lambda p, x: apply(p, x).sum(), backend="eager")(params, x)
+    torch.testing.assert_close(out, apply(params, x).sum())
