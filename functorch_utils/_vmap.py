@@ -766,7 +766,7 @@ def vmap(
             mapped over axis 0. Non-tensor leaves (numbers, strings, ``None``) are never mapped.
         out_axes: an int, ``None``, or a pytree prefix of the output: where the mapped axis goes in
             each output leaf; ``None`` means the leaf must be the same for every member and is
-            returned unbatched.
+            returned unbatched along this axis (an outer ``vmap`` may still batch it).
         axis_name: a hashable name for the mapped axis, for ``psum``, ``all_gather``,
             ``axis_index`` and the other collectives called inside ``fun``.
         axis_size: the size of the mapped axis; required when nothing is mapped (outputs are then
@@ -779,11 +779,13 @@ def vmap(
         The batched function, taking the same arguments as ``fun``.
 
     Raises:
-        TypeError: at build time for a non-callable ``fun`` or ill-typed options; at call time for
-            Python control flow or ``.item()`` on mapped values inside ``fun``.
-        ValueError: at call time for mapped axes of different sizes, axes out of range, an
-            ``in_axes``/``out_axes`` that is not a prefix of the arguments/output, a batched output
-            with ``out_axes=None``, and in-place writes of mapped values into unmapped tensors.
+        TypeError: at build time for a non-callable ``fun`` or ill-typed options (tensors or
+            arrays as options included); at call time for a mapped sparse or nested tensor, and
+            for Python control flow or ``.item()`` on mapped values inside ``fun``.
+        ValueError: at build time for ``chunk_size < 1``; at call time for mapped axes of
+            different sizes, axes out of range, an ``in_axes``/``out_axes`` that is not a prefix
+            of the arguments/output, an output that varies along the axis with
+            ``out_axes=None``, and in-place writes of mapped values into unmapped tensors.
 
     Example:
         >>> import torch
