@@ -728,7 +728,9 @@ class _CustomJvpForwardFunction(_CustomJvpFunction):
         saved = ctx.saved_tensors
         primals, outs = saved[:n_in], saved[n_in:]
         tans = [torch.zeros_like(p) if t is None else t for p, t in zip(primals, tangents[1:])]
-        out_tangents = state.tangent_out(primals, tans, outs)
+        memo = (primals, _pytree.unflatten(state.out_spec, list(outs)))
+        with _plain_calls(state.owner, memo):  # the rule's own call on its primals: no rerun
+            out_tangents = state.tangent_out(primals, tans, outs)
         if state.autodiff_rest:
             rest = tangents[1 + n_in + state.n[1] :]
             out_tangents = tuple(t if r is None else t + r for t, r in zip(out_tangents, rest))
