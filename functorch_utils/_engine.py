@@ -22,7 +22,6 @@ __all__ = [
     "Inputs",
     "prepare_inputs",
     "use_tape",
-    "nested_forward_mode",
     "Reverse",
     "reverse",
     "func_call",
@@ -69,11 +68,6 @@ def use_tape() -> bool:
         and hooks.current_level() is None
         and not torch.is_inference_mode_enabled()
     )
-
-
-def nested_forward_mode() -> bool:
-    """Whether two or more forward-mode (jvp) levels are active."""
-    return hooks.forward_levels() >= 2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -337,12 +331,18 @@ def reverse(
     *,
     has_aux: bool,
     tape: bool | None = None,
+    gradient: bool = False,
 ) -> Reverse:
     """Evaluate ``fn(*primals) -> (outs, aux)`` for reverse mode on the engine ``use_tape`` picks.
 
     ``tape=False`` forces torch.func (a caller that measured it faster), falling back to the tape
-    for legacy ``autograd.Function``s where the tape may run.
+    for legacy ``autograd.Function``s where the tape may run. ``gradient=True``: the output is one
+    real scalar and the caller pulls back ``1`` once (``grad``).
     """
+    if gradient and hooks.is_compiling():
+        # torch.compile cannot trace torch.func.vjp around an autograd.Function whose backward
+        # runs a torch.func transform itself (a custom rule); torch.func.grad_and_value it can.
+        return _compiled_gradient(call, fn, primals, has_aux)
     can_tape = use_tape()
     if can_tape and tape is not False:
         try:
@@ -371,6 +371,26 @@ def reverse(
 # So an output that reaches no input is re-run on torch.func (a rare, cheap case: such a function
 # is constant), which either agrees (zeros) or raises its clear error. A write into a tensor the
 # function closes over is refused by torch.func but not seen by the tape (docs/sharp_edges.md).
+def _compiled_gradient(
+    call: str, fn: FlatFn, primals: Sequence[torch.Tensor], has_aux: bool
+) -> Reverse:
+    if not primals:
+        return _func_forward(call, fn, primals, has_aux)
+    stash = _pytree.Stash()
+
+    def scalar(*p: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        outs, aux = fn(*p)
+        return outs[0], (stash.put(aux) if has_aux else ())
+
+    argnums = tuple(range(len(primals)))
+    grads, (value, aux_t) = func_call(
+        call, torch.func.grad_and_value(scalar, argnums=argnums, has_aux=True), *primals
+    )
+    rev = Reverse((value,), stash.get(aux_t) if has_aux else None)
+    rev._vjp = lambda cts: grads  # the one pull of a gradient: the seed is 1
+    return rev
+
+
 def _tape_forward(fn: FlatFn, primals: Sequence[torch.Tensor], has_aux: bool) -> Reverse:
     with torch.enable_grad():  # NOTE [grad mode]
         leaves = [_tape_leaf(p) for p in primals]

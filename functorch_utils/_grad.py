@@ -195,7 +195,7 @@ def _make(
             out, aux = _engine.split_aux(call, res, has_aux)
             return (_check_scalar(call, out, holomorphic),), aux
 
-        rev = _engine.reverse(call, flat, inputs.primals, has_aux=has_aux)
+        rev = _engine.reverse(call, flat, inputs.primals, has_aux=has_aux, gradient=not holomorphic)
         (value,) = rev.outs
         grads = inputs.unflatten(rev.pull((torch.ones_like(value),), keep=False), single)
         if with_value:

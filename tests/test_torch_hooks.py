@@ -174,3 +174,34 @@ def test_accumulate_grad_type_is_the_node_behind_a_leaf():
     w = torch.ones(2, requires_grad=True)
     node = (w * 2).grad_fn.next_functions[0][0]
     assert type(node) is hooks.ACCUMULATE_GRAD and node.variable is w
+
+
+def test_private_torch_hooks_used_by_custom_rules():
+    seen = []
+
+    def probe(x):
+        seen.append(hooks.transform_names())
+        return x.sum()
+
+    one = torch.ones(2)
+    probe(one)
+    torch.func.jvp(lambda x: torch.func.grad(probe)(x), (one,), (one,))
+    torch.func.vmap(probe)(one)
+    assert seen == [[], ["Jvp", "Grad"], ["Vmap"]]
+
+    flags = []
+
+    def inner(y, x):
+        # an outer level's tracked value seen from an inner level, and a value tracked by none
+        flags.append((hooks.carries_derivative(y.detach() * x), hooks.carries_derivative(y * 0)))
+        return (y * x).sum()
+
+    def outer(x):
+        return torch.func.grad(inner)(torch.ones(2), x).sum()
+
+    torch.func.grad(outer)(one)
+    torch.func.jvp(lambda x: inner(torch.ones(2), x), (one,), (one,))
+    torch.func.vmap(lambda x: inner(torch.ones(2), x))(torch.ones(3, 2))
+    assert flags == [(True, True), (True, False), (False, False)]
+    assert hooks.carries_derivative(torch.ones(1, requires_grad=True))
+    assert not hooks.carries_derivative(torch.ones(1))
