@@ -24,6 +24,7 @@ import pytest
 import torch
 
 import functorch_utils as fu
+from functorch_utils.testing import check_grads
 
 from ..helpers import tree_allclose
 
@@ -1171,6 +1172,87 @@ def test_remat_of_grad():
     """
     g = lambda x: torch.sin(torch.sin(x))  # noqa: E731
     tree_allclose(fu.grad(fu.checkpoint(fu.grad(g)))(T(2.0)), fu.grad(fu.grad(g))(T(2.0)))
+
+
+def _sin_custom_jvp():
+    @fu.custom_jvp
+    def sin(x):
+        return torch.sin(x)
+
+    sin.defjvp(lambda primals, tangents: (sin(primals[0]), torch.cos(primals[0]) * tangents[0]))
+    return sin
+
+
+def _remat_custom_jvp_block():
+    sin = _sin_custom_jvp()
+
+    @fu.remat
+    def f(x):
+        for _ in range(3):
+            x = x @ x if x.ndim else x * x
+            x = sin(x * 1e-3)
+        return x
+
+    return f
+
+
+def test_remat_custom_jvp_policy():
+    """jax tests/api_test.py::RematTest::test_remat_custom_jvp_policy (no policy; reverse modes)
+
+    A custom_jvp inside a remat block, checked against finite differences to second order.
+    """
+    check_grads(_remat_custom_jvp_block(), (T(3.0),), order=2, modes=("rev",))
+
+
+@documented("differences-from-jax", "forward-over-forward through a custom rule raises TypeError")
+def test_remat_custom_jvp_policy_forward_order2():
+    """jax tests/api_test.py::RematTest::test_remat_custom_jvp_policy (modes fwd and rev, order 2)"""
+    check_grads(_remat_custom_jvp_block(), (T(3.0),), order=2, modes=("fwd", "rev"))
+
+
+def test_remat_custom_vjp_policy():
+    """jax tests/api_test.py::RematTest::test_remat_custom_vjp_policy (no policy, no named_call)"""
+
+    @fu.custom_vjp
+    def sin(x):
+        return torch.sin(x)
+
+    sin.defvjp(lambda x: (sin(x), x), lambda x, y_bar: (torch.cos(x) * y_bar,))
+
+    @fu.remat
+    def f(x):
+        def dot2(y, z):
+            return x * (y * z)  # closes over the block's input, as JAX's dot2 does
+
+        for _ in range(3):
+            x = dot2(x, x)
+            x = sin(x * 1e-3)
+        return x
+
+    check_grads(f, (T(3.0),), order=2, modes=("rev",))
+
+
+def test_remat_custom_jvp_linear_policy():
+    """jax tests/api_test.py::RematTest::test_remat_custom_jvp_linear_policy (reverse modes)
+
+    The rule calls its own function on the tangents (a linear custom_jvp).
+    """
+
+    @fu.custom_jvp
+    def sum0(x):
+        return torch.sum(x, dim=0)
+
+    @sum0.defjvp
+    def sum_jvp(primals, tangents):
+        (x,), (xdot,) = primals, tangents
+        return sum0(x), sum0(xdot)
+
+    f = fu.remat(lambda x: sum0(x))
+    check_grads(f, (torch.ones(3, dtype=D),), order=2, modes=("rev",))
+    tree_allclose(fu.jacrev(f)(torch.ones(3, dtype=D)), torch.ones(3, dtype=D))
+    tree_allclose(
+        fu.jvp(f, (torch.ones(3, dtype=D),), (torch.arange(3.0, dtype=D),)), (T(3.0), T(3.0))
+    )
 
 
 def test_leak_checker_remat3_zero_tangent_output_stays_concrete():
