@@ -144,11 +144,6 @@ def test_cyclic_argument_to_a_transform_is_a_value_error():
         fu.grad(lambda t: t[0])(_cyclic_list())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: vmap flattens its arguments with optree directly, so a cyclic argument is a "
-    "RecursionError, not the ValueError of tree_flatten",
-)
 def test_cyclic_argument_to_vmap_is_a_value_error():
     a = [torch.ones(3)]
     a.append(a)
