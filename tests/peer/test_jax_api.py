@@ -99,6 +99,32 @@ def test_value_and_grad_argnums():
     assert fu.value_and_grad(f, argnums=(2, 0))(1.0, 1.0, 1.0, flag=True) == (y, (3.0, 1.0))
 
 
+@pytest.mark.parametrize("name", ["grad", "jacfwd", "jacrev"])
+def test_grad_wrap(name):
+    """jax tests/api_test.py::APITest::test_grad_wrap (the transform's signature; jit not ported)"""
+    transform = getattr(fu, name)
+
+    @transform
+    def my_function(x, flag):
+        return x if flag else torch.zeros_like(x)
+
+    assert my_function(T(1.0), False) == 0.0
+    assert my_function(T(1.0), True) == 1.0
+    assert my_function(T(1.0), flag=True) == 1.0
+
+
+def test_jvp_jit_cached():
+    """jax tests/api_test.py::APITest::test_jvp_jit_cached (the values; jit not ported)"""
+
+    def func(x):
+        def inner(y):
+            return y * x
+
+        return inner(T(4.0)) + inner(T(5.0))
+
+    tree_allclose(fu.jvp(func, (T(5.0),), (T(1.0),)), (T(45.0), T(9.0)))
+
+
 def test_grad_tuple_output():
     """jax tests/api_test.py::APITest::test_grad_tuple_output"""
     with pytest.raises(TypeError, match="scalar"):

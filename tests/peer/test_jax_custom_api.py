@@ -555,6 +555,156 @@ def test_linear_rule_forward_mode():
     tree_allclose(fu.jvp(f, (T(3.0),), (T(1.0),)), (T(-3.0), T(-1.0)))
 
 
+def test_jvp_initial_style():
+    """jax tests/custom_api_test.py::CustomJVPTest::test_initial_style (one scan step unrolled)"""
+
+    @fu.custom_jvp
+    def f(x):
+        return 3 * x
+
+    f.defjvp(lambda primals, tangents: (f(primals[0]), 2 * tangents[0]))
+
+    def foo(x):
+        for _ in range(1):
+            x = f(x)
+        return x
+
+    tree_allclose(fu.grad(foo)(T(3.0)), T(2.0))
+    tree_allclose(fu.grad(fu.grad(foo))(T(3.0)), T(0.0))
+
+
+def test_jvp_initial_style_vmap():
+    """jax tests/custom_api_test.py::CustomJVPTest::test_initial_style_vmap (one step unrolled)"""
+
+    @fu.custom_jvp
+    def f(x):
+        assert x.ndim == 0
+        return 3 * x
+
+    f.defjvp(lambda primals, tangents: (f(primals[0]), 2 * tangents[0]))
+    ones = torch.ones(3, dtype=D)
+    tree_allclose(fu.vmap(f)(ones), 3.0 * ones)
+    tree_allclose(fu.grad(lambda x: fu.vmap(f)(x).sum())(ones), 2.0 * ones)
+
+
+def test_initial_style_vmap_with_collective():
+    """jax tests/custom_api_test.py::CustomJVPTest::test_initial_style_vmap_with_collective
+
+    Without the jaxpr round trip: a custom_jvp around psum, under a named vmap.
+    """
+
+    @fu.custom_jvp
+    def f(x):
+        return fu.psum(x, "foo")
+
+    @f.defjvp
+    def f_jvp(xs, ts):
+        return fu.psum(xs[0], "foo"), ts[0]
+
+    v = fu.vmap(lambda _, x: f(x), axis_name="foo", in_axes=(0, None), out_axes=None)(
+        torch.arange(4.0, dtype=D), T(2.0)
+    )
+    tree_allclose(v, T(8.0))
+
+
+def _expit_custom_jvp():
+    @fu.custom_jvp
+    def expit(x):
+        return 1 / (1 + torch.exp(-x))
+
+    @expit.defjvp
+    def _expit_jvp(primals, tangents):
+        (x,), (t,) = primals, tangents
+        ans = expit(x)
+        return ans, t * ans * (1 - ans)
+
+    return expit
+
+
+def test_multiple_rule_invocations():
+    """jax tests/custom_api_test.py::CustomJVPTest::test_multiple_rule_invocations
+
+    lax.scan replaced by a Python loop; the derivatives are compared with plain autodiff.
+    """
+
+    def make_foo(expit):
+        def foo(x):
+            zero = torch.zeros_like(x)
+            c = [x, zero, zero, zero, zero]
+            for _ in range(10):
+                c = [expit(c[0])] + [c[i - 1] + c[i] for i in range(1, len(c))]
+            return c[-1]
+
+        return foo
+
+    foo, foo_ref = make_foo(_expit_custom_jvp()), make_foo(torch.sigmoid)
+    tree_allclose(foo(T(3.0)), foo_ref(T(3.0)))
+    tree_allclose(fu.grad(foo)(T(3.0)), fu.grad(foo_ref)(T(3.0)))
+    xs = torch.arange(3.0, dtype=D)
+    tree_allclose(
+        fu.grad(lambda x: fu.vmap(foo)(x).sum())(xs),
+        fu.grad(lambda x: fu.vmap(foo_ref)(x).sum())(xs),
+    )
+
+
+def test_hard_stuff3():
+    """jax tests/custom_api_test.py::CustomJVPTest::test_hard_stuff3 (scan as a loop; jit not ported)"""
+
+    @fu.custom_jvp
+    def relu(x):
+        return torch.clamp(x, min=0)
+
+    @relu.defjvp
+    def _relu_jvp(primals, tangents):
+        (x,), (t,) = primals, tangents
+        return relu(x), torch.where(x > 0, t, torch.zeros_like(t))
+
+    def make_f(relu):
+        def f(x):
+            zero = torch.zeros_like(x)
+            c = [x, zero, zero, zero, zero]
+            for _ in range(10):
+                c = [relu(c[0])] + [c[i - 1] + c[i] for i in range(1, len(c))]
+            return c[-1]
+
+        return f
+
+    f, f_ref = make_f(relu), make_f(torch.relu)
+    xs = torch.arange(3.0, dtype=D)
+    tree_allclose(fu.vmap(f)(xs), fu.vmap(f_ref)(xs))
+    tree_allclose(fu.vmap(fu.grad(f))(xs), fu.vmap(fu.grad(f_ref))(xs))
+    tree_allclose(
+        fu.grad(lambda x: fu.vmap(f)(x).sum())(xs),
+        fu.grad(lambda x: fu.vmap(f_ref)(x).sum())(xs),
+    )
+    ones = torch.ones(3, dtype=D)
+    tree_allclose(fu.jvp(fu.vmap(f), (xs,), (ones,)), fu.jvp(fu.vmap(f_ref), (xs,), (ones,)))
+
+
+def test_jaxpr_zeros():
+    """jax tests/custom_api_test.py::CustomJVPTest::test_jaxpr_zeros (scan as a loop)"""
+
+    @fu.custom_jvp
+    def f(A, b):
+        return A @ b
+
+    def f_jvp(primals, tangents):
+        A, b = primals
+        dA, db = tangents
+        return f(A, b), A @ db + dA @ b
+
+    f.defjvp(f_jvp)
+
+    def experiment(theta):
+        q = T(0.0)
+        for _ in range(4):
+            z = f(torch.eye(3, dtype=D), torch.ones(3, dtype=D) * theta)
+            q = q + z[0]
+        return q
+
+    tree_allclose(fu.grad(experiment)(T(1.0)), T(4.0))
+
+
 def test_custom_jvps_first_rule_is_none():
     """jax tests/custom_api_test.py::CustomJVPTest::test_custom_jvps_first_rule_is_none"""
 
@@ -974,6 +1124,89 @@ def test_vjp_invariance(fwd_calls_f):
     tree_allclose(f(x), f3(x))
     tree_allclose(fu.grad(f)(x), fu.grad(f2)(x))
     tree_allclose(fu.grad(f)(x), fu.grad(f3)(x))
+
+
+def test_vjp_initial_style():
+    """jax tests/custom_api_test.py::CustomVJPTest::test_initial_style (one scan step unrolled)"""
+    f = make_sin_vjp()
+
+    def foo(x):
+        for _ in range(1):
+            x = f(x)
+        return x
+
+    tree_allclose(fu.grad(foo)(T(3.0)), 2.0 * torch.cos(T(3.0)))
+    tree_allclose(fu.grad(fu.grad(foo))(T(3.0)), -2.0 * torch.sin(T(3.0)))
+
+
+def test_vjp_initial_style_vmap_3():
+    """jax tests/custom_api_test.py::CustomVJPTest::test_initial_style_vmap_3 (one step unrolled)
+
+    The function closes over an array constant.
+    """
+    y = torch.arange(1.0, 4.0, dtype=D)
+
+    @fu.custom_vjp
+    def f(x):
+        assert x.ndim == 0
+        return 3 * x * torch.sum(y)
+
+    f.defvjp(lambda x: (f(x), torch.cos(x)), lambda cos_x, g: (2 * cos_x * g,))
+    xs = torch.arange(3.0, dtype=D)
+    tree_allclose(fu.vmap(f)(xs), 3.0 * xs * 6)
+    tree_allclose(fu.grad(lambda x: fu.vmap(f)(x).sum())(xs), 2.0 * torch.cos(xs))
+
+
+def test_vjp_initial_style_vmap_with_collective():
+    """jax tests/custom_api_test.py::CustomVJPTest::test_initial_style_vmap_with_collective
+
+    Without the jaxpr round trip: a custom_vjp around psum, under a named vmap.
+    """
+
+    @fu.custom_vjp
+    def f(x):
+        return fu.psum(x, "foo")
+
+    f.defvjp(lambda x: (fu.psum(x, "foo"), None), lambda res, dx: (dx,))
+    out = fu.vmap(lambda _, x: f(x), axis_name="foo", in_axes=(0, None), out_axes=None)(
+        torch.arange(4.0, dtype=D), T(2.0)
+    )
+    tree_allclose(out, T(8.0))
+
+
+def test_custom_vjp_scan_batching_edge_case():
+    """jax tests/custom_api_test.py::CustomVJPTest::test_custom_vjp_scan_batching_edge_case
+
+    lax.scan replaced by a Python loop: a custom_vjp with an unbatched coefficient under vmap, whose
+    bwd sums over the (per-member) input to give the coefficient's cotangent.
+    """
+
+    @fu.custom_vjp
+    def mul(x, coeff):
+        return x * coeff
+
+    def mul_bwd(res, g):
+        x, coeff = res
+        return g * coeff, (x * g).sum()
+
+    mul.defvjp(lambda x, coeff: (x * coeff, (x, coeff)), mul_bwd)
+
+    def scan_over_mul(x, coeff):
+        for _ in range(3):
+            x = mul(x, coeff)
+        return x
+
+    gen = torch.Generator().manual_seed(0)
+    x_batch = torch.randn((3, 2), generator=gen, dtype=D)
+    covector_batch = torch.randn((3, 2), generator=gen, dtype=D)
+    coeff = T(1.0)
+    batched = fu.vmap(scan_over_mul, in_axes=(0, None), out_axes=0)
+    _, vjp_fun = fu.vjp(batched, x_batch, coeff)
+    ct_x, ct_coeff = vjp_fun(covector_batch)
+    # out = x * coeff**3: d/dx = coeff**3, d/dcoeff = 3 coeff**2 * sum(x * ct)
+    tree_allclose(ct_x, covector_batch)
+    tree_allclose(ct_coeff, 3 * torch.sum(x_batch * covector_batch))
+    check_grads(batched, (x_batch, coeff), order=2, modes=("rev",))
 
 
 def test_vjp_deepcopy():
