@@ -176,6 +176,8 @@ _VMAP_ERRORS: tuple[tuple[str, str], ...] = (
     ("in_place", r"inplace arithmetic|doesn't match the broadcast shape"),
     ("randomness", r"random operation while in randomness error mode"),
     ("overflow", r"integer multiplication overflow|[Ss]ize calculation overflowed"),
+    ("requires_grad", r"Tensor\.requires_grad_\(\) \(or perhaps using torch\.autograd\.functional"),
+    ("forward_ad", r"Batching rule not implemented for aten::_make_dual"),
 )
 
 
@@ -184,11 +186,16 @@ def vmap_error_kind(err: BaseException) -> str | None:
 
     One of ``"item"`` (``.item()``/``int()`` on a batched tensor), ``"control_flow"`` (``if`` on
     one), ``"dynamic_shape"`` (``x[mask]``, ``nonzero``), ``"in_place"`` (a batched value written
-    into an unbatched tensor), ``"randomness"`` (a random op with ``randomness="error"``) or
-    ``"overflow"`` (a batched size past int64); ``None`` for any other error.
+    into an unbatched tensor), ``"randomness"`` (a random op with ``randomness="error"``),
+    ``"overflow"`` (a batched size past int64), ``"requires_grad"`` (``requires_grad_()`` or
+    ``torch.autograd.functional`` on a batched value), ``"forward_ad"`` (``torch.autograd``'s
+    forward mode on one) or ``"legacy_function"`` (an ``autograd.Function`` without
+    ``setup_context``); ``None`` for any other error.
     """
     if not isinstance(err, RuntimeError):
         return None
+    if is_legacy_function_error(err):
+        return "legacy_function"
     text = str(err)
     for kind, pattern in _VMAP_ERRORS:
         if re.search(pattern, text):

@@ -155,6 +155,32 @@ _TRANSLATIONS: dict[str, tuple[type[Exception], str, str, str]] = {
         "a smaller axis_size, or smaller per-member outputs",
         "Map over fewer members at a time.",
     ),
+    "requires_grad": (
+        TypeError,
+        "the function calls Tensor.requires_grad_() or a torch.autograd.functional API on a "
+        "mapped value, which torch.func cannot batch",
+        "derivatives taken with functorch_utils' transforms",
+        "Use functorch_utils.grad/vjp/jvp/jacrev/jacfwd inside the vmap, or call "
+        "requires_grad_() on the inputs before vmap.",
+    ),
+    "forward_ad": (
+        TypeError,
+        "the function uses torch.autograd's forward mode (forward_ad, or "
+        "torch.autograd.functional with strategy='forward-mode') on a mapped value, which "
+        "torch.func cannot batch",
+        "forward-mode derivatives taken with functorch_utils' transforms",
+        "Use functorch_utils.jvp or jacfwd inside the vmap.",
+    ),
+    "legacy_function": (
+        TypeError,
+        "the function calls a torch.autograd.Function without a setup_context staticmethod, "
+        "which torch.func cannot batch",
+        "an autograd.Function whose forward takes no ctx and whose setup_context(ctx, inputs, "
+        "output) saves what backward needs",
+        "Split forward(ctx, ...) into forward(...) and setup_context(ctx, inputs, output) "
+        "(https://pytorch.org/docs/stable/notes/extending.func.html), or use "
+        "functorch_utils.custom_vjp.",
+    ),
     "randomness": (
         ValueError,
         "the function draws random numbers but randomness='error'",

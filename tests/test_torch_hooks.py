@@ -20,6 +20,7 @@ def _raw_vmap_error(fn, x):
     return info.value
 
 
+@pytest.mark.filterwarnings("ignore:There is a performance drop:UserWarning")
 def test_vmap_error_kind_recognises_torchs_messages():
     buf = torch.zeros(2)
     cases = [
@@ -30,6 +31,15 @@ def test_vmap_error_kind_recognises_torchs_messages():
         ("randomness", lambda v: v + torch.rand(2), torch.ones(3, 2)),
         # an unbatched (2**62,) view batched to 4 members: numel overflows as torch expands it
         ("overflow", lambda v: torch.zeros(()).expand(2**62), torch.ones(4)),
+        ("requires_grad", lambda v: v.requires_grad_().sum(), torch.ones(3, 2)),
+        (
+            "forward_ad",
+            lambda v: torch.autograd.functional.jacobian(
+                torch.sin, v, strategy="forward-mode", vectorize=True
+            ),
+            torch.ones(3, 2),
+        ),
+        ("legacy_function", LegacySquare.apply, torch.ones(3)),
     ]
     for kind, fn, x in cases:
         err = _raw_vmap_error(fn, x)

@@ -1094,3 +1094,38 @@ def test_error_cyclic_arguments() -> None:
         ValueError, "vmap(f)(...): the pytree is cyclic: xs[1] is xs itself; expected a tree"
     ):
         vmap(f)(looped)
+
+
+@pytest.mark.filterwarnings("ignore:There is a performance drop:UserWarning")
+def test_error_autograd_apis_inside_vmap() -> None:
+    def f(x: torch.Tensor) -> torch.Tensor:
+        x.requires_grad_()
+        return x.sin().sum()
+
+    with _raises(
+        TypeError,
+        "vmap(f)(...): the function calls Tensor.requires_grad_() or a "
+        "torch.autograd.functional API on a mapped value, which torch.func cannot batch; "
+        "expected derivatives taken with functorch_utils' transforms",
+    ):
+        vmap(f)(torch.randn(3))
+    with _raises(TypeError, "Tensor.requires_grad_() or a torch.autograd.functional API"):
+        vmap(lambda x: torch.autograd.functional.jacobian(torch.sin, x))(torch.randn(5, 3))
+    with _raises(TypeError, "the function uses torch.autograd's forward mode"):
+        vmap(
+            lambda x: torch.autograd.functional.jacobian(
+                torch.sin, x, strategy="forward-mode", vectorize=True
+            )
+        )(torch.randn(5, 3))
+
+
+def test_error_legacy_autograd_function_inside_vmap() -> None:
+    from .helpers import LegacySquare
+
+    with _raises(
+        TypeError,
+        "vmap(apply)(...): the function calls a torch.autograd.Function without a setup_context "
+        "staticmethod, which torch.func cannot batch",
+    ) as info:
+        vmap(LegacySquare.apply)(torch.randn(3))
+    assert isinstance(info.value.__cause__, RuntimeError)

@@ -2416,11 +2416,6 @@ def test_vjp_vjp():
     torch.testing.assert_close(z, x * x.cos())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: Tensor.requires_grad_() inside vmap raises torch's raw RuntimeError, "
-    "not a TypeError/ValueError naming the call",
-)
 def test_requires_grad_inside_vmap():
     """torch test/functorch/test_eager_transforms.py::TestComposability::test_requires_grad_inside_transform
     (the vmap cases)"""
@@ -2476,11 +2471,6 @@ def test_autograd_functional_jacrev_inside_grad():
         torch.testing.assert_close(g, -x.sin())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: torch.autograd.functional inside vmap raises torch's raw RuntimeError about "
-    "requires_grad_(), not a TypeError/ValueError naming the call",
-)
 @pytest.mark.filterwarnings("ignore:There is a performance drop:UserWarning")
 @pytest.mark.parametrize("api", ["jacobian", "vjp", "jvp", "jacobian_forward"])
 def test_autograd_functional_inside_vmap(api):
@@ -2555,11 +2545,6 @@ def test_legacy_autograd_function_under_torch_func(transform):
         torch.testing.assert_close(result, expected)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a legacy autograd.Function under vmap raises torch's raw RuntimeError "
-    "(jacfwd/hessian raise the library's TypeError)",
-)
 def test_legacy_autograd_function_vmap():
     """torch test/functorch/test_eager_transforms.py::TestComposability::test_autograd_function_no_setup_context
     (vmap)"""
