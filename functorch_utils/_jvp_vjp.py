@@ -119,6 +119,12 @@ def check_like(
             )
     out: list[torch.Tensor] = []
     for i, (e, g) in enumerate(zip(expected, leaves)):
+        if isinstance(g, int) and (e.is_floating_point() or e.is_complex()):
+            name = _pytree.leaf_names(given, what)[i]  # an int is no float tangent (as JAX)
+            raise TangentMismatchError(
+                message(call, f"{name} has the wrong dtype", f"dtype {e.dtype}",
+                        f"Python {type(g).__name__} {g!r}", f"{fix} Write it as a float ({float(g)!r}).")
+            )  # fmt: skip
         if isinstance(g, (float, int, complex)) and e.dim() == 0:
             g = torch.tensor(g, dtype=e.dtype, device=e.device)
         problem = _leaf_mismatch(e, g)
