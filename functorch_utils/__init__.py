@@ -10,6 +10,12 @@ Example:
 from . import flatten_util as flatten_util
 from . import nn as nn
 from . import tree_util as tree_util
+from ._collectives import all_gather as all_gather
+from ._collectives import axis_index as axis_index
+from ._collectives import pmax as pmax
+from ._collectives import pmean as pmean
+from ._collectives import pmin as pmin
+from ._collectives import psum as psum
 from ._custom import custom_jvp as custom_jvp
 from ._custom import custom_vjp as custom_vjp
 from ._grad import grad as grad
@@ -26,12 +32,6 @@ from ._jvp_vjp import vjp as vjp
 from ._remat import checkpoint as checkpoint
 from ._remat import remat as remat
 from ._remat import stop_gradient as stop_gradient
-from ._collectives import all_gather as all_gather
-from ._collectives import axis_index as axis_index
-from ._collectives import pmax as pmax
-from ._collectives import pmean as pmean
-from ._collectives import pmin as pmin
-from ._collectives import psum as psum
 from ._vmap import vmap as vmap
 
 __version__ = "0.1.0.dev0"
