@@ -56,6 +56,18 @@ def _custom_vjp_in_forward_mode(case: Case, dead_only: bool) -> bool:
     return bool(modes) and modes[0] in FORWARD
 
 
+def _jacfwd_aux_under_vmap(case: Case) -> bool:
+    """jacfwd(has_aux=True) under a vmap, or hessian(has_aux=True) under a named vmap (which
+    computes it as jacfwd of jacrev)."""
+    for i, t in enumerate(case.stack):
+        above = case.stack[i + 1 :]
+        if t.has_aux and t.name == "jacfwd" and any(u.name == "vmap" for u in above):
+            return True
+        if t.has_aux and t.name == "hessian" and any(u.axis_name for u in above):
+            return True
+    return False
+
+
 # (filter, what it keeps out). Each entry is a disagreement with the reference that is known: a
 # bug being fixed (remove the entry with the fix) or a documented difference.
 KNOWN: list[tuple[Callable[[Case], bool], str]] = [
@@ -71,7 +83,18 @@ KNOWN: list[tuple[Callable[[Case], bool], str]] = [
         "where the result is unused; JAX refuses it too, except under jit (the reference runs "
         "jitted), where dead code is dropped before the check",
     ),
+    (
+        _jacfwd_aux_under_vmap,
+        "bug: jacfwd(f, has_aux=True) under vmap with an aux that depends on a mapped input "
+        "raises ValueError 'vmap(push_aux, ...): `push_aux` can not return a BatchedTensor when "
+        "out_dim is None'; so does hessian(f, has_aux=True) inside a named vmap",
+    ),
 ]
+
+# bug: reverse mode over a forward-mode tangent that does not depend on the primal, under vmap
+# (vmap(grad(lambda a: jvp(lambda a: (2 * a).sum(), (a,), (t,))[1]))), returns torch's internal
+# ZeroTensor, on which .numpy() raises. Its values are still compared; set to False once fixed.
+ZERO_TENSOR_OK = True
 
 
 def known(case: Case) -> str | None:
@@ -94,7 +117,7 @@ def _check(case: Case, ref_bk: object, modes: tuple[str | None, ...] = (None,)) 
         note(str(e))
         reject()
     for mode in modes:
-        problem = fp.disagreement(FU, case, ref, mode)
+        problem = fp.disagreement(FU, case, ref, mode, ZERO_TENSOR_OK)
         where = "" if mode is None else f" under {mode}"
         assert problem is None, f"functorch_utils disagrees with {ref_bk.name}{where}: {problem}"
 
@@ -106,6 +129,7 @@ def test_matches_jax(case: Case) -> None:
     _check(case, _jax())
 
 
+@settings(max_examples=settings().max_examples * 2)  # cheap: no JAX
 @given(fp.cases(collectives=False))
 def test_matches_torch_func_and_loops(case: Case) -> None:
     # forward mode straight over a custom_vjp is refused (as JAX does); the plain reference runs it
@@ -113,17 +137,18 @@ def test_matches_torch_func_and_loops(case: Case) -> None:
     _check(case, REF)
 
 
+@settings(max_examples=settings().max_examples * 2)  # cheap: no JAX
 @given(fp.cases(collectives=True))
 def test_grad_mode_does_not_change_the_answer(case: Case) -> None:
     note(fp.render(case))
     assume(known(case) is None)
     try:
-        ref = fp.plain(fp.run(FU, case))
+        ref = fp.plain(fp.run(FU, case), force=ZERO_TENSOR_OK)
     except Exception:  # raising is test_matches_*'s business; here only the modes are compared
         reject()
     assume(fp.finite_and_moderate(ref))
     for mode in fp.GRAD_MODES:
-        problem = fp.disagreement(FU, case, ref, mode)
+        problem = fp.disagreement(FU, case, ref, mode, ZERO_TENSOR_OK)
         assert problem is None, f"the answer changes under {mode}: {problem}"
 
 
