@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import inspect
@@ -87,11 +88,31 @@ def _plain_calls(owner: object, memo: Any = None) -> Iterator[None]:
 _NOT_PLAIN = object()
 
 
+class _Seen:
+    """A custom_vjp call's argument tensors, and the output type of ``fun`` once ``fwd`` calls it
+    on exactly those arguments (JAX's canonical ``fwd``): the type check then needs no extra run
+    of ``fun`` (see NOTE [custom_vjp output type])."""
+
+    __slots__ = ("out_type", "tensors")
+
+    def __init__(self, args: tuple[Any, ...]) -> None:
+        self.tensors = [x for x in _pytree.flatten(args)[0] if isinstance(x, torch.Tensor)]
+        self.out_type: tuple[Any, ...] | None = None
+
+
 def _plain_result(owner: object, fun: Callable[..., Any], args: tuple[Any, ...]) -> Any:
     """The result of a plain call (see NOTE [plain calls]), or ``_NOT_PLAIN``."""
     for who, memo in reversed(_PLAIN.owners):
         if who is not owner:
             continue
+        if isinstance(memo, _Seen):
+            out = fun(*args)
+            tensors = [x for x in _pytree.flatten(args)[0] if isinstance(x, torch.Tensor)]
+            if len(tensors) == len(memo.tensors) and all(
+                a is b for a, b in zip(tensors, memo.tensors)
+            ):
+                memo.out_type = _out_type(out)
+            return out
         if memo is not None:
             tensors = [x for x in _pytree.flatten(args)[0] if isinstance(x, torch.Tensor)]
             if len(tensors) == len(memo[0]) and all(a is b for a, b in zip(tensors, memo[0])):
@@ -171,13 +192,31 @@ def _normalize_nondiff(api: str, fun: Any, nondiff_argnums: Any) -> tuple[int, .
     return check_argnums(api, fun_name(fun), nondiff_argnums, what="nondiff_argnums")[0]
 
 
-def _bind(fun: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple:
-    """Keyword arguments resolved into positional ones, as JAX's custom rules do."""
+def _bind(
+    call: str, fun: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple:
+    """Keyword arguments resolved into positional ones, as JAX's custom rules do.
+
+    The rules see positional arguments only, so a keyword that cannot be given a position (a
+    keyword-only parameter, or one caught by ``**kwargs``) is a ``TypeError`` naming it.
+    """
     if not kwargs:
         return args
     bound = inspect.signature(fun).bind(*args, **kwargs)
     bound.apply_defaults()
-    return tuple(bound.args) + tuple(bound.kwargs.values())
+    passed = [name for name in kwargs if name in bound.kwargs]
+    if passed:
+        names = ", ".join(passed)
+        raise_type(
+            call,
+            f"{names} cannot be passed to a custom rule: the rules receive positional arguments "
+            "only, and a keyword-only parameter has no position",
+            "arguments that can be given by position",
+            f"keyword-only argument {names}",
+            "Make the parameter positional (drop the * before it), or close over the value "
+            "(nondiff_argnums takes a positional argument that is not differentiated).",
+        )
+    return tuple(bound.args)
 
 
 def _no_rule(call: str, kind: str, expected: str, fix: str) -> NoReturn:
@@ -363,6 +402,51 @@ def _check_leaf_shapes(
     return out
 
 
+def _leaf_type(x: Any) -> tuple[Any, ...]:
+    if isinstance(x, torch.Tensor):
+        return (tuple(x.shape), x.dtype)
+    return (type(x),)
+
+
+def _out_type(out: Any) -> tuple[Any, ...]:
+    """A function output's type: its structure, and each leaf's shape and dtype (the type of a
+    leaf that is not a tensor). Under ``vmap`` the shapes are per example."""
+    leaves, spec = _pytree.flatten(out)
+    return (spec, tuple(_leaf_type(x) for x in leaves))
+
+
+def _describe_type(leaf_type: tuple[Any, ...]) -> str:
+    if len(leaf_type) == 2:
+        return f"a tensor of dtype {leaf_type[1]} and shape {leaf_type[0]}"
+    return f"a {leaf_type[0].__name__}"
+
+
+def _type_mismatch(
+    got: Any, expected: tuple[Any, ...], root: str, numbers_for_0d: bool = False
+) -> tuple[str, str, str] | None:
+    """``(what, expected, got)`` for the first way ``got`` differs from the output type
+    ``expected`` (see :func:`_out_type`), or ``None`` when it matches. With ``numbers_for_0d`` a
+    Python number stands for a 0-d tensor of any dtype."""
+    leaves, spec = _pytree.flatten(got)
+    if spec != expected[0]:
+        return (
+            f"{root} does not have the function's output structure",
+            f"structure {expected[0]}",
+            f"structure {spec}",
+        )
+    for i, (x, want) in enumerate(zip(leaves, expected[1])):
+        number = isinstance(x, (int, float, complex)) and not isinstance(x, bool)
+        if numbers_for_0d and number and len(want) == 2 and want[0] == ():
+            continue
+        if _leaf_type(x) != want:
+            return (
+                f"{_pytree.leaf_names(got, root)[i]} does not match the function's output",
+                f"{_describe_type(want)} (the function's)",
+                describe(x),
+            )
+    return None
+
+
 # ---------------------------------------------------------------------------------------------
 # custom_vjp
 
@@ -410,6 +494,96 @@ def _refuse_closed_over_output(call: str, owner: custom_vjp, args: _Args) -> Non
             "the function's output",
             "Pass the value as an argument of the custom function (bwd then returns its "
             "cotangent), or return it among fwd's residuals if only bwd uses it.",
+        )
+
+
+# NOTE [custom_vjp output type]
+# JAX checks that ``fwd``'s primal output has the function's output type (structure, shapes,
+# dtypes); without the check a wrong ``fwd`` silently changes the value of the call. The
+# function's output type costs a run of the function:
+# - none when ``fwd`` calls the function on exactly its own arguments (JAX's canonical
+#   ``return f(x), residuals``): that plain call's output is recorded (``_Seen``);
+# - otherwise one run per argument signature (structure, shapes, dtypes, devices of the tensors,
+#   the values of the other leaves), under ``torch.no_grad()`` on detached inputs with the random
+#   state restored afterwards, kept in a small LRU cache per function. The run happens under the
+#   active transforms: under ``vmap`` both outputs are seen per example, so the shapes compared,
+#   and the signature's shapes, are per example, and batching cannot cause a mismatch.
+# A mismatch against a cached type is checked again with a fresh run before it is reported (the
+# function may depend on something besides its arguments). If that run raises (a function that
+# needs grad mode, say), the check is skipped. While compiling, no check is made.
+_OUT_TYPES_SIZE = 32
+_OUT_TYPES_LOCK = threading.Lock()
+_UNKNOWN: tuple[Any, ...] = ()
+
+
+def _signature(args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    """The cache key of an argument tuple, or ``None`` if a leaf cannot be hashed."""
+    leaves, spec = _pytree.flatten(args)
+    key: list[Any] = [spec]
+    for x in leaves:
+        if isinstance(x, torch.Tensor):
+            key.append((tuple(x.shape), x.dtype, x.device))
+            continue
+        try:
+            hash(x)
+        except TypeError:
+            return None
+        key.append((type(x), x))
+    return tuple(key)
+
+
+def _run_for_type(owner: custom_vjp, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The function's output type on ``args`` (``_UNKNOWN`` if it cannot be run that way)."""
+    tensors, part = _pytree.partition(args, _pytree.is_tensor)
+    detached = part.combine([t.detach() for t in tensors])
+    cuda = sorted({t.device.index or 0 for t in tensors if t.device.type == "cuda"})
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=cuda), _plain_calls(owner):
+            return _out_type(owner.fun(*detached))
+    except Exception:  # an extra run for a check only: the call goes on without it
+        return _UNKNOWN
+
+
+def _function_out_type(
+    owner: custom_vjp, args: tuple[Any, ...], fresh: bool = False
+) -> tuple[tuple[Any, ...], bool]:
+    """The function's output type on ``args``, and whether it came from the cache."""
+    cache = owner._out_types
+    key = _signature(args)
+    if key is not None and not fresh:
+        with _OUT_TYPES_LOCK:
+            hit = cache.get(key)
+            if hit is not None:
+                cache.move_to_end(key)
+                return hit, True
+    out_type = _run_for_type(owner, args)
+    if key is not None:
+        with _OUT_TYPES_LOCK:
+            cache[key] = out_type
+            cache.move_to_end(key)
+            while len(cache) > _OUT_TYPES_SIZE:
+                cache.popitem(last=False)
+    return out_type, False
+
+
+def _check_fwd_output(call: str, owner: custom_vjp, args: tuple, seen: _Seen, out: Any) -> None:
+    """Refuse a ``fwd`` whose primal output does not have the function's output type."""
+    if hooks.is_compiling():
+        return
+    expected, cached = (seen.out_type, False) if seen.out_type is not None else (None, True)
+    if expected is None:
+        expected, cached = _function_out_type(owner, args)
+    if expected is _UNKNOWN or _type_mismatch(out, expected, "out") is None:
+        return
+    if cached:
+        expected = _function_out_type(owner, args, fresh=True)[0]
+    wrong = None if expected is _UNKNOWN else _type_mismatch(out, expected, "out")
+    if wrong is not None:
+        raise_type(
+            f"{call} fwd",
+            *wrong,
+            "fwd must return (out, residuals) with out of the function's output structure, "
+            "shapes and dtypes; fwd may call the function: return f(*args), residuals.",
         )
 
 
@@ -578,6 +752,8 @@ class custom_vjp:
         self.nondiff_argnums = _normalize_nondiff("custom_vjp", fun, nondiff_argnums)
         self.fwd: Callable[..., Any] | None = None
         self.bwd: Callable[..., Any] | None = None
+        # the function's output type per argument signature (NOTE [custom_vjp output type])
+        self._out_types: collections.OrderedDict[Any, tuple[Any, ...]] = collections.OrderedDict()
         functools.update_wrapper(self, fun)
 
     def defvjp(self, fwd: Callable[..., Any], bwd: Callable[..., Any]) -> None:
@@ -590,7 +766,7 @@ class custom_vjp:
         call = f"custom_vjp({fun_name(self.fun)})"
         if self.fwd is None or self.bwd is None:
             _no_rule(call, "VJP", "f.defvjp(fwd, bwd)", "Call defvjp on the custom_vjp function.")
-        args = _bind(self.fun, args, kwargs)
+        args = _bind(call, self.fun, args, kwargs)
         nondiff = _nondiff_positions(call, self.nondiff_argnums, len(args))
         state = _VjpState(call, self.bwd, _Args(args, nondiff))
         plain = _plain_result(self, self.fun, args)
@@ -601,7 +777,8 @@ class custom_vjp:
         _refuse_tracked_nondiff(call, args, nondiff)
         if _closure_tensors(self.fun, self.fwd):
             _refuse_closed_over_output(call, self, state.args)
-        with _plain_calls(self):
+        seen = _Seen(args)
+        with _plain_calls(self, seen):
             res_out = self.fwd(*args)
         if not (isinstance(res_out, (tuple, list)) and len(res_out) == 2):
             raise_type(
@@ -611,6 +788,7 @@ class custom_vjp:
                 describe(res_out),
             )
         out_leaves, state.out_spec = _tensor_leaves(call, res_out[0], "out")
+        _check_fwd_output(call, self, args, seen, res_out[0])
         res_tensors, state.res_part = _pytree.partition(res_out[1], _pytree.is_tensor)
         captured = _closure_tensors(self.bwd)
         tensors = state.args.take_tensors()
@@ -654,6 +832,15 @@ class _JvpState:
                 "the JVP rule must return a pair (primal_out, tangent_out)",
                 "a tuple of length 2",
                 describe(res),
+            )
+        out_type = (self.out_spec, tuple(_leaf_type(x) for x in like))
+        wrong = _type_mismatch(res[0], out_type, "primal_out", numbers_for_0d=True)
+        if wrong is not None:
+            raise_type(
+                call,
+                *wrong,
+                "The rule's primal output must have the function's output structure, shapes and "
+                "dtypes (it may call the function: return f(*primals), tangent_out).",
             )
         fix = "Return a tangent with the output's structure and shapes."
         t_leaves, t_spec = _pytree.flatten(res[1])
@@ -785,7 +972,7 @@ class custom_jvp:
         call = f"custom_jvp({fun_name(self.fun)})"
         if self.rule is None:
             _no_rule(call, "JVP", "f.defjvp(rule)", "Call defjvp (or defjvps) on the function.")
-        args = _bind(self.fun, args, kwargs)
+        args = _bind(call, self.fun, args, kwargs)
         nondiff = _nondiff_positions(call, self.nondiff_argnums, len(args))
         state = _JvpState(call, self, _Args(args, nondiff))
         plain = _plain_result(self, self.fun, args)

@@ -38,7 +38,7 @@ from torch.overrides import TorchFunctionMode
 
 from . import _pytree, _torch_hooks
 from ._argnums import check_argnums, resolve_argnums
-from ._errors import check_bool, check_callable, fun_name, message
+from ._errors import check_bool, check_callable, describe, fun_name, message, raise_type
 
 __all__ = ["checkpoint", "remat", "stop_gradient"]
 
@@ -52,7 +52,10 @@ def stop_gradient(tree: Any, /) -> Any:
 
     Every tensor leaf is detached from every active transform (unlike ``torch.no_grad()`` inside
     a function, which forward mode ignores; pytorch/pytorch#128600); under ``vmap`` the result
-    stays batched. Non-tensor leaves (numbers, strings, ``None``) pass through unchanged.
+    stays batched. Non-tensor leaves that are plain data (numbers, strings, ``None``, NumPy
+    arrays) pass through unchanged, as constants. A callable leaf (a function, a module, a class)
+    is not data and has no derivative to stop: it raises ``TypeError`` naming its key path, as
+    JAX refuses a leaf that is not an array. Objects that are neither are passed through.
 
     Example:
         >>> import torch
@@ -62,8 +65,21 @@ def stop_gradient(tree: Any, /) -> Any:
         (tensor(3.), tensor(3.))
         >>> stop_gradient({"w": torch.tensor(1.0), "name": "layer"})
         {'w': tensor(1.), 'name': 'layer'}
+        >>> stop_gradient({"f": abs})
+        Traceback (most recent call last):
+            ...
+        TypeError: stop_gradient(tree): tree['f'] is a callable, not data; ...
     """
     tensors, part = _pytree.partition(tree, _pytree.is_tensor)
+    for i, leaf in enumerate(part.leaves):
+        if callable(leaf) and not isinstance(leaf, torch.Tensor):
+            raise_type(
+                "stop_gradient(tree)",
+                f"{_pytree.leaf_names(tree, 'tree')[i]} is a callable, not data",
+                "tensors and plain data (numbers, strings, None) at the leaves",
+                describe(leaf),
+                "Call stop_gradient on values (a function's output), not on a function.",
+            )
     return part.combine([x.detach() for x in tensors])
 
 

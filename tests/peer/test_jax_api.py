@@ -949,7 +949,6 @@ def test_stop_gradient():
     )
 
 
-@bug("stop_gradient of a callable returns it unchanged; JAX raises TypeError")
 def test_stop_gradient_of_callable():
     """jax tests/lax_autodiff_test.py::LaxAutodiffTest::testStopGradient (callable argument)"""
     with pytest.raises(TypeError):
