@@ -729,7 +729,11 @@ class custom_vjp:
     ``vjp``, ``jacrev`` and ``vmap`` of them at any nesting; ``fwd`` and ``bwd`` are themselves
     differentiated for higher orders, including forward over reverse (``jvp(grad(f))``,
     ``jacfwd(jacrev(f))``), as in JAX. Forward mode of the function itself (``jvp(f)``,
-    ``jacfwd(f)``) raises ``TypeError``: use :class:`custom_jvp` for that.
+    ``jacfwd(f)``) raises ``TypeError``: use :class:`custom_jvp` for that. ``fwd``'s ``out``
+    must have the function's output structure, shapes and dtypes (``TypeError`` otherwise); when
+    ``fwd`` does not call ``f`` on its own arguments, finding that type costs one run of ``fun``
+    per argument signature, cached (docs/custom_rules.md). Keyword-only parameters cannot be
+    passed (the rules take positional arguments): ``TypeError``.
 
     Example:
         >>> import torch
@@ -932,8 +936,9 @@ class custom_jvp:
     dependence). The rule serves ``jvp``, ``jacfwd``, ``hessian`` and ``vmap``, and reverse mode
     uses its transpose (as JAX does), so ``grad`` of the function uses the custom rule too. The
     rule must be linear in the tangents; it may call the function itself, on the primals or on
-    the tangents. A call in which nothing is differentiated runs the function itself; a Python
-    number among the arguments is a constant, with a zero tangent.
+    the tangents. Its ``primal_out`` must have the function's output structure, shapes and
+    dtypes (``TypeError`` otherwise). A call in which nothing is differentiated runs the function
+    itself; a Python number among the arguments is a constant, with a zero tangent.
 
     Example:
         >>> import torch

@@ -651,3 +651,168 @@ def test_custom_jvp_integer_output_has_no_tangent():
     tree_allclose((out, tangent), (T(3.0), T(2.0)))
     tree_allclose(fu.grad(lambda x: f(x, n)[0])(x), T(2.0))
     assert f(x, n)[1].item() == 4
+
+
+# -- primal outputs checked against the function's output type; keyword-only arguments ----------
+
+
+_FWD_FIX = (
+    "fwd must return (out, residuals) with out of the function's output structure, shapes and "
+    "dtypes; fwd may call the function: return f(*args), residuals."
+)
+
+
+def test_custom_vjp_fwd_output_of_the_wrong_type_is_a_type_error():
+    @fu.custom_vjp
+    def f(x):
+        return x * 1.0
+
+    f.defvjp(lambda x: (torch.zeros(3, dtype=D), None), lambda _, g: (g.sum(),))
+    x = T(1.0)
+    expected = (
+        "custom_vjp(f) fwd: out does not match the function's output; expected a tensor of dtype "
+        "torch.float64 and shape () (the function's), got a tensor of dtype torch.float64 and "
+        f"shape (3,). {_FWD_FIX}"
+    )
+    with pytest.raises(TypeError, match=re.escape(expected)):
+        fu.vjp(f, x)
+    # under vmap the shapes compared are per example, on both sides
+    with pytest.raises(TypeError, match=re.escape(expected)):
+        fu.vmap(fu.grad(f))(torch.ones(2, dtype=D))
+    with pytest.raises(TypeError, match=re.escape(expected)):
+        fu.grad(lambda xs: fu.vmap(f)(xs).sum())(torch.ones(2, dtype=D))
+
+    f.defvjp(lambda x: (x.float(), None), lambda _, g: (g,))  # dtype
+    with pytest.raises(TypeError, match=re.escape("got a tensor of dtype torch.float32")):
+        fu.grad(f)(x)
+    f.defvjp(lambda x: ((x, x), None), lambda _, g: (g,))  # structure
+    with pytest.raises(TypeError, match=re.escape("fwd: out does not have the function's output")):
+        fu.grad(f)(x)
+
+
+def test_custom_vjp_fwd_output_check_keeps_the_value_and_runs_the_function_once_per_signature():
+    calls = []
+
+    @fu.custom_vjp
+    def f(x, n):
+        calls.append(tuple(x.shape))
+        return x[:n] * 2.0
+
+    f.defvjp(
+        lambda x, n: (x[:n] * 2.0, x.shape),
+        lambda shape, g: (torch.cat([g, g.new_zeros(shape[0] - g.shape[0])]) * 2.0, None),
+    )
+    x = torch.arange(4.0, dtype=D)
+    # a value different from the function's is allowed (only the type is checked), as in JAX
+    for _ in range(3):
+        tree_allclose(fu.grad(lambda x: f(x, 2).sum())(x), T([2.0, 2.0, 0.0, 0.0]))
+    assert calls == [(4,)]  # one run for the type, then the cache
+    tree_allclose(fu.grad(lambda x: f(x, 3).sum())(x), T([2.0, 2.0, 2.0, 0.0]))  # n is in the key
+    tree_allclose(
+        fu.vmap(fu.grad(lambda x: f(x, 3).sum()))(x.expand(2, 4)), T([[2.0] * 3 + [0.0]] * 2)
+    )
+    assert calls == [(4,), (4,)]  # per-example shapes under vmap: the same signature
+    # the cache is bounded
+    for k in range(40):
+        fu.grad(lambda x: f(x, 1).sum())(torch.ones(k + 1, dtype=D))
+    assert len(f._out_types) == 32
+
+
+def test_custom_vjp_fwd_output_check_needs_no_extra_run_when_fwd_calls_the_function():
+    calls = []
+
+    @fu.custom_vjp
+    def f(x):
+        calls.append("fun")
+        return torch.sin(x)
+
+    f.defvjp(lambda x: (f(x), torch.cos(x)), lambda c, g: (g * c,))
+    tree_allclose(fu.grad(f)(T(0.5)), torch.cos(T(0.5)))
+    assert calls == ["fun"]
+    assert not f._out_types
+
+
+def test_custom_vjp_fwd_output_check_does_not_move_the_random_state():
+    @fu.custom_vjp
+    def f(x):
+        return x * torch.rand(())
+
+    f.defvjp(lambda x: (x * 0.5, None), lambda _, g: (g,))  # fwd draws nothing
+    torch.manual_seed(0)
+    fu.grad(f)(T(1.0))
+    after = torch.rand(())
+    torch.manual_seed(0)
+    assert torch.equal(torch.rand(()), after)  # the run of f for its output type drew nothing
+
+
+def test_custom_jvp_rule_primal_output_of_the_wrong_type_is_a_type_error():
+    @fu.custom_jvp
+    def g(x):
+        return x * 1.0
+
+    g.defjvp(lambda p, t: (torch.zeros(3, dtype=D), t[0]))
+    x = T(1.0)
+    fix = (
+        "The rule's primal output must have the function's output structure, shapes and dtypes "
+        "(it may call the function: return f(*primals), tangent_out)."
+    )
+    expected = (
+        "custom_jvp(g) rule: primal_out does not match the function's output; expected a tensor "
+        "of dtype torch.float64 and shape () (the function's), got a tensor of dtype "
+        f"torch.float64 and shape (3,). {fix}"
+    )
+    for run in (
+        lambda: fu.jvp(g, (x,), (x,)),
+        lambda: fu.grad(g)(x),
+        lambda: fu.vmap(fu.grad(g))(torch.ones(2, dtype=D)),
+    ):
+        with pytest.raises(TypeError, match=re.escape(expected)):
+            run()
+    g.defjvp(lambda p, t: (p[0].float(), t[0]))
+    with pytest.raises(TypeError, match=re.escape("got a tensor of dtype torch.float32")):
+        fu.jvp(g, (x,), (x,))
+    g.defjvp(lambda p, t: ((p[0], p[0]), t[0]))
+    with pytest.raises(TypeError, match=re.escape("primal_out does not have the function's")):
+        fu.jvp(g, (x,), (x,))
+    g.defjvp(lambda p, t: (1.0, 2.0 * t[0]))  # a Python number stands for a 0-d output
+    assert fu.jvp(g, (x,), (x,)) == (x, 2.0 * x)
+
+
+@pytest.mark.parametrize("kind", ["jvp", "vjp"])
+def test_keyword_only_argument_names_it_and_the_fix(kind):
+    def fun(x, y, *, z=None):
+        return x + y
+
+    if kind == "jvp":
+        h = fu.custom_jvp(fun)
+        h.defjvp(lambda p, t: (h(*p), t[0] + t[1]))
+    else:
+        h = fu.custom_vjp(fun)
+        h.defvjp(lambda x, y: (x + y, None), lambda _, g: (g, g))
+    x = T(1.0)
+    expected = (
+        f"custom_{kind}(fun): z cannot be passed to a custom rule: the rules receive positional "
+        "arguments only, and a keyword-only parameter has no position; expected arguments that "
+        "can be given by position, got keyword-only argument z. Make the parameter positional "
+        "(drop the * before it), or close over the value (nondiff_argnums takes a positional "
+        "argument that is not differentiated)."
+    )
+    with pytest.raises(TypeError, match=re.escape(expected)):
+        h(x, x, z=x)
+    with pytest.raises(TypeError, match=re.escape(expected)):
+        fu.grad(lambda x: h(x, x, z=x))(x)
+    # keywords that have a position are still resolved, and a default keyword-only one is fine
+    assert h(x, y=x) == 2.0 and fu.grad(lambda x: h(x, y=x))(x) == 2.0
+
+
+def test_stop_gradient_of_a_callable_leaf_names_it():
+    expected = (
+        "stop_gradient(tree): tree['f'][1] is a callable, not data; expected tensors and plain "
+        "data (numbers, strings, None) at the leaves, got builtin_function_or_method <built-in "
+        "function abs>. Call stop_gradient on values (a function's output), not on a function."
+    )
+    with pytest.raises(TypeError, match=re.escape(expected)):
+        fu.stop_gradient({"f": [T(1.0), abs]})
+    with pytest.raises(TypeError, match=re.escape("stop_gradient(tree): tree is a callable")):
+        fu.stop_gradient(lambda x: x)
+    assert fu.stop_gradient((1, "a", None, 2.5)) == (1, "a", None, 2.5)
