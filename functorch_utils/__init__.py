@@ -8,6 +8,7 @@ Example:
 """
 
 from . import flatten_util as flatten_util
+from . import lax as lax
 from . import nn as nn
 from . import tree_util as tree_util
 from ._collectives import all_gather as all_gather
@@ -67,6 +68,7 @@ __all__ = [
     "axis_index",
     # sub-modules
     "flatten_util",
+    "lax",
     "nn",
     "tree_util",
 ]

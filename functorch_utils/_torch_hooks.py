@@ -32,6 +32,8 @@ __all__ = [
     "is_empty_output_error",
     "ACCUMULATE_GRAD",
     "is_unsupported_in_transform_error",
+    "is_batched",
+    "unwrap_all",
 ]
 
 
@@ -285,3 +287,38 @@ def _accumulate_grad_type() -> type:
 
 
 ACCUMULATE_GRAD: type = _accumulate_grad_type()
+
+
+# Control flow under ``vmap`` (``lax``) must know whether a predicate differs between batch members,
+# and a batched ``while_loop`` must know whether any member still continues: torch.func has no
+# public answer to either. Both walk the functorch wrappers (grad/jvp wrappers and batched
+# tensors) from the innermost level out.
+def _functorch_unwrap_api() -> tuple[Callable[..., bool], Callable[..., bool], Callable[..., Any]]:
+    try:
+        f = torch._C._functorch
+        return f.is_functorch_wrapped_tensor, f.is_batchedtensor, f.get_unwrapped
+    except AttributeError as e:  # pragma: no cover - depends on the torch version
+        raise _missing("torch._C._functorch.get_unwrapped") from e
+
+
+@torch.compiler.disable  # dynamo cannot trace the wrapper queries; run them eagerly
+def is_batched(x: torch.Tensor) -> bool:
+    """Whether ``x`` is batched at any active ``vmap`` level (its value differs across members)."""
+    is_wrapped, is_batched_tensor, unwrap = _functorch_unwrap_api()
+    while is_wrapped(x):
+        if is_batched_tensor(x):
+            return True
+        x = unwrap(x)
+    return False
+
+
+@torch.compiler.disable
+def unwrap_all(x: torch.Tensor) -> torch.Tensor:
+    """The plain tensor under every functorch wrapper: all batch members' values at once.
+
+    Only for reading values (e.g. "does any member continue?"); it carries no derivative.
+    """
+    is_wrapped, _, unwrap = _functorch_unwrap_api()
+    while is_wrapped(x):
+        x = unwrap(x)
+    return x

@@ -215,3 +215,22 @@ def test_private_torch_hooks_used_by_custom_rules():
     assert flags == [(True, True), (True, False), (False, False)]
     assert hooks.carries_derivative(torch.ones(1, requires_grad=True))
     assert not hooks.carries_derivative(torch.ones(1))
+
+
+def test_is_batched_and_unwrap_all_walk_every_functorch_level():
+    seen = []
+
+    def probe(x):
+        p = x > 0
+        seen.append((hooks.is_batched(p), hooks.is_batched(torch.ones(())), hooks.unwrap_all(p)))
+        return (x**2).sum()
+
+    x = torch.tensor([-1.0, 2.0])
+    torch.func.vmap(torch.func.grad(probe))(x)  # grad wrapper over a batched tensor
+    torch.func.vmap(torch.func.vmap(probe))(x[None])  # two batched levels
+    torch.func.grad(probe)(x)  # wrapped, not batched
+    probe(x)  # plain
+    assert [s[:2] for s in seen] == [(True, False), (True, False), (False, False), (False, False)]
+    for _, _, plain in seen:
+        assert not torch._C._functorch.is_functorch_wrapped_tensor(plain)
+    assert seen[0][2].tolist() == [False, True] and seen[1][2].tolist() == [[False, True]]
