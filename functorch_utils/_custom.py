@@ -93,11 +93,16 @@ class _Seen:
     on exactly those arguments (JAX's canonical ``fwd``): the type check then needs no extra run
     of ``fun`` (see NOTE [custom_vjp output type])."""
 
-    __slots__ = ("out_type", "tensors")
+    __slots__ = ("leaves", "out_type", "spec")
 
     def __init__(self, args: tuple[Any, ...]) -> None:
-        self.tensors = [x for x in _pytree.flatten(args)[0] if isinstance(x, torch.Tensor)]
+        self.leaves, self.spec = _pytree.flatten(args)
         self.out_type: tuple[Any, ...] | None = None
+
+    def same_args(self, args: tuple[Any, ...]) -> bool:
+        """Whether ``args`` are the call's own arguments (the very same objects)."""
+        leaves, spec = _pytree.flatten(args)
+        return spec == self.spec and all(a is b for a, b in zip(leaves, self.leaves))
 
 
 def _plain_result(owner: object, fun: Callable[..., Any], args: tuple[Any, ...]) -> Any:
@@ -107,10 +112,7 @@ def _plain_result(owner: object, fun: Callable[..., Any], args: tuple[Any, ...])
             continue
         if isinstance(memo, _Seen):
             out = fun(*args)
-            tensors = [x for x in _pytree.flatten(args)[0] if isinstance(x, torch.Tensor)]
-            if len(tensors) == len(memo.tensors) and all(
-                a is b for a, b in zip(tensors, memo.tensors)
-            ):
+            if memo.same_args(args):
                 memo.out_type = _out_type(out)
             return out
         if memo is not None:

@@ -731,6 +731,17 @@ def test_custom_vjp_fwd_output_check_needs_no_extra_run_when_fwd_calls_the_funct
     assert calls == ["fun"]
     assert not f._out_types
 
+    # fwd calling the function on other arguments says nothing of the call's output type
+    @fu.custom_vjp
+    def head(x, n):
+        return x[:n]
+
+    head.defvjp(lambda x, n: (head(x, n + 1)[:n], x.shape), lambda s, g: (g.new_ones(s), None))
+    tree_allclose(
+        fu.grad(lambda x: head(x, 2).sum())(torch.zeros(4, dtype=D)), torch.ones(4, dtype=D)
+    )
+    assert len(head._out_types) == 1
+
 
 def test_custom_vjp_fwd_output_check_does_not_move_the_random_state():
     @fu.custom_vjp
