@@ -63,11 +63,11 @@ FlatFn = Callable[..., tuple[tuple[torch.Tensor, ...], Any]]
 # save it), the call is re-run on torch.func, which accepts it.
 def use_tape() -> bool:
     """True when reverse mode runs on the autograd tape (NOTE [two engines], [grad mode])."""
-    return (
-        not hooks.is_compiling()  # first: the level query cannot be traced
-        and hooks.current_level() is None
-        and not torch.is_inference_mode_enabled()
-    )
+    return not hooks.is_compiling() and _no_level_no_inference()  # first: level query untraceable
+
+
+def _no_level_no_inference() -> bool:
+    return hooks.current_level() is None and not torch.is_inference_mode_enabled()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -99,8 +99,10 @@ class Inputs:
         level, as torch.func wraps its own arguments (see ``_torch_hooks.wrap_for_level``).
         """
         args = list(self.args)
-        level = None if hooks.is_compiling() else hooks.current_level()
-        if level is not None and len(self.positions) < len(args):
+        level = None
+        if len(self.positions) < len(args) and not hooks.is_compiling():
+            level = hooks.current_level()
+        if level is not None:
             wrap = lambda x: hooks.wrap_for_level(x, level) if isinstance(x, torch.Tensor) else x  # noqa: E731
             for k, a in enumerate(args):
                 if k not in self.spans:
@@ -115,12 +117,15 @@ class Inputs:
 
         Leaves that were not differentiated get ``None``. ``single``: argnums was an int.
         """
+        if single:  # one position, one part
+            lo, hi = self.spans[self.argnums[0]]
+            return self.parts[0].fill(flat[lo:hi], None)
         parts = dict(zip(self.positions, self.parts))
         out = []
         for k in self.argnums:
             lo, hi = self.spans[k]
             out.append(parts[k].fill(flat[lo:hi], None))
-        return out[0] if single else tuple(out)
+        return tuple(out)
 
 
 _STRIDED = torch.strided
@@ -286,9 +291,10 @@ class Reverse:
         cts = [conj_if_complex(c) for c in cts]
         if self._vjp is not None:
             grads = self._vjp(tuple(cts))
-        else:
-            grads = self._tape_pull(cts, keep=keep, batched=False)
-        return tuple(materialize(conj_if_complex(g)) for g in grads)
+            return tuple([materialize(conj_if_complex(g)) for g in grads])
+        # the tape runs eagerly (never under torch.compile): no compile check per leaf
+        grads = self._tape_pull(cts, keep=keep, batched=False)
+        return tuple([_dense(conj_if_complex(g)) for g in grads])
 
     def pull_batched(self, cts: Sequence[torch.Tensor], call: str) -> tuple[torch.Tensor, ...]:
         """``pull`` of cotangents stacked on axis 0: one ``J^T ct`` per row."""
@@ -310,7 +316,7 @@ class Reverse:
             return tuple(x.new_zeros(lead + x.shape) for x in leaves)
         outs, live = zip(*pairs)
         # NOTE [grad mode]: a pull under no_grad carries no graph, whatever the forward kept
-        create = torch.is_grad_enabled() and (self._outer or any(c.requires_grad for c in cts))
+        create = torch.is_grad_enabled() and (self._outer or any([c.requires_grad for c in cts]))
         grads: tuple[torch.Tensor | None, ...]
         if batched:
             grads = torch.autograd.grad(
@@ -321,7 +327,9 @@ class Reverse:
             grads = hooks.run_backward(
                 outs, live, leaves, create_graph=create, retain_graph=keep or create
             )
-        return tuple(x.new_zeros(lead + x.shape) if g is None else g for g, x in zip(grads, leaves))
+        return tuple(
+            [x.new_zeros(lead + x.shape) if g is None else g for g, x in zip(grads, leaves)]
+        )
 
 
 def reverse(
@@ -339,11 +347,12 @@ def reverse(
     for legacy ``autograd.Function``s where the tape may run. ``gradient=True``: the output is one
     real scalar and the caller pulls back ``1`` once (``grad``).
     """
-    if gradient and hooks.is_compiling():
+    compiling = hooks.is_compiling()
+    if gradient and compiling:
         # torch.compile cannot trace torch.func.vjp around an autograd.Function whose backward
         # runs a torch.func transform itself (a custom rule); torch.func.grad_and_value it can.
         return _compiled_gradient(call, fn, primals, has_aux)
-    can_tape = use_tape()
+    can_tape = not compiling and _no_level_no_inference()
     if can_tape and tape is not False:
         try:
             rev = _tape_forward(fn, primals, has_aux)
@@ -353,7 +362,7 @@ def reverse(
             # NOTE [grad mode]: a closed-over inference tensor; torch.func accepts it.
         else:
             outs = rev._graph_outs
-            if not primals or not outs or any(o.requires_grad for o in outs):
+            if not primals or not outs or any([o.requires_grad for o in outs]):
                 return rev
             # NOTE [tape blind spots]: outputs that reach no input are confirmed on torch.func.
     try:
@@ -399,7 +408,7 @@ def _tape_forward(fn: FlatFn, primals: Sequence[torch.Tensor], has_aux: bool) ->
     if outer:
         rev = Reverse(outs, aux)
     else:
-        rev = Reverse(tuple(o.detach() for o in outs), detach_tree(aux) if has_aux else aux)
+        rev = Reverse(tuple([o.detach() for o in outs]), detach_tree(aux) if has_aux else aux)
     rev._graph_outs = outs
     rev._leaves = leaves
     rev._outer = outer
@@ -457,7 +466,7 @@ def _needs_outer_graph(
 ) -> bool:
     if not torch.is_grad_enabled():
         return False
-    if any(p.requires_grad for p in primals):
+    if any([p.requires_grad for p in primals]):
         return True
     own = {id(x) for x in ours}
     leaf_node = hooks.ACCUMULATE_GRAD  # a type check, not getattr: a miss raised inside (slow)
@@ -536,6 +545,10 @@ def materialize(x: torch.Tensor) -> torch.Tensor:
     """A plain tensor for torch's internal ZeroTensor (which ``.numpy()`` and others refuse)."""
     if hooks.is_compiling():  # traced code has no ZeroTensor to fix (and cannot ask)
         return x
+    return _dense(x)
+
+
+def _dense(x: torch.Tensor) -> torch.Tensor:
     return torch.zeros_like(x) if hooks.is_zero_tensor(x) else x
 
 
