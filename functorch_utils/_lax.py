@@ -40,15 +40,18 @@ __all__ = ["scan", "fori_loop", "while_loop", "cond", "switch", "map", "associat
 # Carries
 
 
-def _as_leaf(call: str, name: str, x: Any) -> torch.Tensor:
-    """A carry leaf as a tensor: Python bools/ints/floats/complex become 0-d tensors."""
+def _as_leaf(call: str, x: Any, name: Callable[[], str]) -> torch.Tensor:
+    """A carry leaf as a tensor: Python bools/ints/floats/complex become 0-d tensors.
+
+    ``name()`` says which leaf (e.g. ``the carry leaf carry['h']``), only computed for the error.
+    """
     if isinstance(x, torch.Tensor):
         return x
     if isinstance(x, (bool, int, float, complex)):
         return torch.tensor(x)  # int64 for ints, the default dtype for floats
     raise_type(
         call,
-        f"the carry leaf {name} is not a tensor or a number",
+        f"{name()} is not a tensor or a number",
         "a tensor or a Python bool, int, float or complex",
         describe(x),
         "A loop carries tensors only; keep other values outside the loop (close over them).",
@@ -79,7 +82,10 @@ class _Carry:
         self.call, self.root, self.what = call, root, what
         leaves, self.spec = _pytree.flatten(tree, call=call, root=root)
         self._tree = tree
-        self.leaves = [_as_leaf(call, n, x) for n, x in zip(self._names(), leaves)]
+        self.leaves = [
+            _as_leaf(call, x, lambda i=i: f"the carry leaf {self._names()[i]}")
+            for i, x in enumerate(leaves)
+        ]
 
     def _names(self) -> list[str]:
         return _pytree.leaf_names(self._tree, self.root)
@@ -181,8 +187,9 @@ def _stack(call: str, ys: list[Any]) -> Any:
         leaves, s = _pytree.flatten(y, call=call, root="y")
         if not _same_structure(s, spec):
             raise_type(call, f"f changed the structure of y at step {step}", f"{spec}", f"{s}")
-        for column, leaf in zip(columns, leaves):
-            column.append(_as_leaf(call, "of y", leaf))
+        for j, (column, leaf) in enumerate(zip(columns, leaves)):
+            name = lambda y=y, j=j: f"the y leaf {_pytree.leaf_names(y, 'y')[j]}"  # noqa: E731
+            column.append(_as_leaf(call, leaf, name))
     names = _pytree.leaf_names(ys[0], "y") if first else []
     for name, column in zip(names, columns):
         for step, leaf in enumerate(column):
@@ -429,6 +436,8 @@ def cond(
     check_callable("cond", false_fun)
     integer = isinstance(pred, torch.Tensor) and pred.ndim == 0 and pred.dtype != torch.bool
     if integer and not (pred.is_floating_point() or pred.is_complex()):
+        pred = pred != 0
+    elif isinstance(pred, int):
         pred = pred != 0  # an integer predicate, as JAX accepts
     p = _bool_predicate(call, "pred", pred)
     if isinstance(p, bool):
@@ -552,7 +561,8 @@ def fori_loop(lower: Any, upper: Any, body_fun: Callable[[Any, Any], Any], init_
 
     ``i`` is passed as a 0-d int64 tensor (as JAX passes an integer array). Under ``vmap`` with
     bounds that differ between examples, the loop runs as a batched ``while_loop``: each example
-    stops at its own bound and keeps its value.
+    stops at its own bound and keeps its value (the body still runs on finished examples, with
+    ``i = upper - 1``, and that result is discarded).
 
     Args:
         lower: the first index, a Python int or a 0-d integer tensor.
@@ -582,7 +592,10 @@ def fori_loop(lower: Any, upper: Any, body_fun: Callable[[Any, Any], Any], init_
     counted = _Carry(call, (start, carry.tree(carry.leaves)), "val", "body_fun")
 
     def step(c: tuple[torch.Tensor, Any]) -> tuple[torch.Tensor, Any]:
-        return c[0] + 1, carry.tree(carry.check(body_fun(c[0], c[1])))
+        # A finished example (i == upper) still runs the body, its result discarded; it sees
+        # i = upper - 1, an index its loop used, so that indexing with i stays in range.
+        i = torch.minimum(c[0], torch.as_tensor(hi) - 1)
+        return c[0] + 1, carry.tree(carry.check(body_fun(i, c[1])))
 
     return _while(call, lambda c: c[0] < hi, step, counted)[1]
 

@@ -560,3 +560,157 @@ def test_a_fixed_length_scan_traces_without_a_graph_break():
     torch._dynamo.reset()
     prog = lambda x: lax.scan(lambda c, v: (c * v + 1, c), x[0], x)[1]  # noqa: E731
     assert torch._dynamo.explain(prog)(torch.tensor([1.5, 2.0])).graph_break_count == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# More semantics: bodies with custom rules and checkpoint, linearize, batched loop indices
+
+
+def test_linearize_custom_rules_and_checkpoint_inside_bodies():
+    @fu.custom_vjp
+    def clip_grad(x):
+        return x
+
+    clip_grad.defvjp(lambda x: (x, None), lambda _, g: (g.clamp(-0.1, 0.1),))
+    xs = torch.tensor([0.5, -2.0, 1.5], dtype=torch.float64)
+
+    def loss(w, body):
+        return lax.scan(body, w, xs)[0]
+
+    plain = lambda c, x: (c * x + torch.sin(c), None)  # noqa: E731
+    clipped = lambda c, x: (clip_grad(c * x) + torch.sin(c), None)  # noqa: E731
+    w = torch.tensor(0.8, dtype=torch.float64)
+    g_plain, g_clipped = fu.grad(loss)(w, plain), fu.grad(loss)(w, clipped)
+    want = fu.grad(lambda w: _ref_scan(clipped, w, xs)[0])(w)
+    tree_allclose(g_clipped, want)
+    assert not torch.allclose(g_plain, g_clipped)
+    out, f_jvp = fu.linearize(lambda w: loss(w, plain), w)
+    tree_allclose(out, _ref_scan(plain, w, xs)[0])
+    tree_allclose(f_jvp(torch.ones_like(w)), g_plain)
+    ws = torch.tensor([0.8, -0.3], dtype=torch.float64)
+    tree_allclose(
+        fu.vmap(fu.grad(lambda w: loss(w, fu.checkpoint(plain))))(ws),
+        fu.vmap(fu.grad(lambda w: loss(w, plain)))(ws),
+    )
+
+
+def test_vmap_fori_loop_with_batched_bounds_can_index_with_i():
+    xs = torch.tensor([1.0, 10.0, 100.0])
+    upper = torch.tensor([3, 1, 0])
+    got = fu.vmap(lambda n: lax.fori_loop(0, n, lambda i, v: v + xs[i], 0.0))(upper)
+    assert got.tolist() == [111.0, 1.0, 0.0]
+
+
+def test_cond_accepts_a_python_int_predicate_and_y_leaves_must_be_tensors():
+    assert (
+        lax.cond(2, lambda: "t", lambda: "f") == "t"
+        and lax.cond(0, lambda: "t", lambda: "f") == "f"
+    )
+    with pytest.raises(
+        TypeError,
+        match=re.escape(
+            "scan(<lambda>, init, xs): the y leaf y['a'] is not a tensor or a number; expected a "
+            "tensor or a Python bool, int, float or complex, got str 's'."
+        ),
+    ):
+        lax.scan(lambda c, x: (c, {"a": "s"}), 0.0, torch.ones(2))
+
+
+@pytest.mark.parametrize("name", list(PROGRAMS))
+def test_check_grads_orders_1_and_2_in_both_modes(name):
+    from functorch_utils.testing import check_grads
+
+    prog = PROGRAMS[name]
+    check_grads(lambda x: prog(lax, torch, x), (X,), order=2, modes=("fwd", "rev"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Properties
+
+
+hypothesis = pytest.importorskip("hypothesis")
+st = hypothesis.strategies
+
+
+@hypothesis.given(
+    data=st.data(), n=st.integers(1, 6), reverse=st.booleans(), scale=st.floats(-2.0, 2.0)
+)
+def test_scan_equals_its_python_loop_for_random_carries(data, n, reverse, scale):
+    from functorch_utils.testing import strategies as fst
+
+    carry = data.draw(fst.pytrees(fst.tensors(torch.float64, fst.shapes(max_numel=6))))
+    xs = data.draw(fst.tensors(torch.float64, (n, 3)))
+
+    def body(c, x):
+        new = fu.tree_util.tree_map(lambda leaf: torch.sin(leaf) * scale + x.sum(), c)
+        return new, (fu.tree_util.tree_map(lambda leaf: leaf * x[0], c), x[1])
+
+    tree_allclose(
+        lax.scan(body, carry, xs, reverse=reverse), _ref_scan(body, carry, xs, reverse=reverse)
+    )
+
+
+_OPS = {
+    "add": (torch.add, 1),
+    "mul": (torch.mul, 1),
+    "max": (torch.maximum, 1),
+    "min": (torch.minimum, 1),
+    "affine": (lambda p, q: (p[0] * q[0], q[0] * p[1] + q[1]), 2),
+    "logaddexp": (torch.logaddexp, 1),
+}
+
+
+@hypothesis.given(
+    data=st.data(),
+    op=st.sampled_from(sorted(_OPS)),
+    n=st.integers(1, 33),
+    axis=st.integers(-3, 2),
+    reverse=st.booleans(),
+)
+def test_associative_scan_equals_the_sequential_scan_for_random_ops(data, op, n, axis, reverse):
+    from functorch_utils.testing import strategies as fst
+
+    fn, arity = _OPS[op]
+    shape = [2, 2]
+    shape.insert(axis % 3, n)
+    elems = tuple(data.draw(fst.tensors(torch.float64, tuple(shape))) for _ in range(arity))
+    elems = elems if arity > 1 else elems[0]
+    got = lax.associative_scan(fn, elems, reverse=reverse, axis=axis)
+    tree_allclose(got, _ref_associative_scan(fn, elems, reverse=reverse, axis=axis % 3))
+
+
+def test_associative_scan_of_matrix_products_keeps_the_order():
+    mats = torch.randn(9, 3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    got = lax.associative_scan(torch.matmul, mats)
+    tree_allclose(got, _ref_associative_scan(torch.matmul, mats))
+
+
+@hypothesis.given(
+    xs=st.lists(st.floats(-3.0, 3.0), min_size=1, max_size=6),
+    threshold=st.floats(-1.0, 1.0),
+)
+def test_branches_and_while_loop_under_vmap_equal_the_loop_over_examples(xs, threshold):
+    x = torch.tensor(xs, dtype=torch.float64)
+    branches = [torch.sin, torch.exp, lambda v: v**3]
+    programs = [
+        lambda v: lax.cond(v > threshold, torch.cos, lambda u: u * 2, v),
+        lambda v: lax.switch((v * 2).floor().long(), branches, v),
+        lambda v: lax.while_loop(
+            lambda c: c[0].abs() < 10, lambda c: (c[0] * 2 + 0.5, c[1] + 1), (v, 0)
+        ),
+        lambda v: lax.fori_loop(0, (v.abs() * 2).long(), lambda i, u: u * 1.5 + i, v),
+    ]
+    refs = [
+        lambda v: REF.cond(v > threshold, torch.cos, lambda u: u * 2, v),
+        lambda v: REF.switch((v * 2).floor().long(), branches, v),
+        lambda v: _ref_while(
+            lambda c: c[0].abs() < 10, lambda c: (c[0] * 2 + 0.5, c[1] + 1), (v, torch.tensor(0))
+        ),
+        lambda v: _ref_fori(0, int((v.abs() * 2).long()), lambda i, u: u * 1.5 + i, v),
+    ]
+    first = lambda f: lambda v: f(v)[0] if isinstance(f(v), tuple) else f(v)  # noqa: E731
+    for prog, ref in zip(programs, refs):
+        want = fu.tree_util.tree_map(lambda *r: torch.stack(r), *[ref(v) for v in x])
+        tree_allclose(fu.vmap(prog)(x), want)
+        want_grad = torch.stack([fu.grad(first(ref))(v) for v in x])
+        tree_allclose(fu.vmap(fu.grad(first(prog)))(x), want_grad)
