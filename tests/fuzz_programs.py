@@ -874,7 +874,9 @@ def plain(tree: Any, force: bool = False) -> Any:
     if isinstance(tree, (tuple, list)):
         return type(tree)(plain(v, force) for v in tree)
     if isinstance(tree, torch.Tensor):
-        return tree.detach().cpu().numpy(force=force)
+        if force:  # adding a real zero materialises it (numpy(force=True) on one crashes later)
+            return (tree.detach() + torch.zeros(tree.shape, dtype=tree.dtype)).cpu().numpy()
+        return tree.detach().cpu().numpy()
     return np.asarray(tree)
 
 
