@@ -40,22 +40,23 @@ __all__ = ["scan", "fori_loop", "while_loop", "cond", "switch", "map", "associat
 # Carries
 
 
-def _as_leaf(call: str, x: Any, name: Callable[[], str]) -> torch.Tensor:
-    """A carry leaf as a tensor: Python bools/ints/floats/complex become 0-d tensors.
-
-    ``name()`` says which leaf (e.g. ``the carry leaf carry['h']``), only computed for the error.
-    """
-    if isinstance(x, torch.Tensor):
-        return x
-    if isinstance(x, (bool, int, float, complex)):
-        return torch.tensor(x)  # int64 for ints, the default dtype for floats
-    raise_type(
-        call,
-        f"{name()} is not a tensor or a number",
-        "a tensor or a Python bool, int, float or complex",
-        describe(x),
-        "A loop carries tensors only; keep other values outside the loop (close over them).",
-    )
+def _as_leaves(call: str, tree: Any, leaves: list[Any], root: str) -> list[torch.Tensor]:
+    """Loop-carried leaves as tensors: Python bools/ints/floats/complex become 0-d tensors."""
+    out = []
+    for i, x in enumerate(leaves):
+        if isinstance(x, (bool, int, float, complex)):
+            x = torch.tensor(x)  # int64 for ints, the default dtype for floats
+        elif not isinstance(x, torch.Tensor):
+            raise_type(
+                call,
+                f"the {root} leaf {_pytree.leaf_names(tree, root)[i]} is not a tensor or a number",
+                "a tensor or a Python bool, int, float or complex",
+                describe(x),
+                "A loop carries tensors only; keep other values outside the loop (close over "
+                "them).",
+            )
+        out.append(x)
+    return out
 
 
 def _type_text(x: torch.Tensor) -> str:
@@ -82,10 +83,7 @@ class _Carry:
         self.call, self.root, self.what = call, root, what
         leaves, self.spec = _pytree.flatten(tree, call=call, root=root)
         self._tree = tree
-        self.leaves = [
-            _as_leaf(call, x, lambda i=i: f"the carry leaf {self._names()[i]}")
-            for i, x in enumerate(leaves)
-        ]
+        self.leaves = _as_leaves(call, tree, leaves, root)
 
     def _names(self) -> list[str]:
         return _pytree.leaf_names(self._tree, self.root)
@@ -187,9 +185,8 @@ def _stack(call: str, ys: list[Any]) -> Any:
         leaves, s = _pytree.flatten(y, call=call, root="y")
         if not _same_structure(s, spec):
             raise_type(call, f"f changed the structure of y at step {step}", f"{spec}", f"{s}")
-        for j, (column, leaf) in enumerate(zip(columns, leaves)):
-            name = lambda y=y, j=j: f"the y leaf {_pytree.leaf_names(y, 'y')[j]}"  # noqa: E731
-            column.append(_as_leaf(call, leaf, name))
+        for column, leaf in zip(columns, _as_leaves(call, y, leaves, "y")):
+            column.append(leaf)
     names = _pytree.leaf_names(ys[0], "y") if first else []
     for name, column in zip(names, columns):
         for step, leaf in enumerate(column):
