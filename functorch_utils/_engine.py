@@ -300,8 +300,7 @@ class Reverse:
         """``pull`` of cotangents stacked on axis 0: one ``J^T ct`` per row."""
         cts = [conj_if_complex(c) for c in cts]
         if self._vjp is not None:
-            vjp = self._vjp
-            grads = func_call(call, torch.func.vmap(lambda *c: vjp(c)), *cts)
+            grads = func_call(call, _batched_pull(len(cts)), self._vjp, *cts)
         else:
             grads = self._tape_pull(cts, keep=True, batched=True)
         return tuple(materialize(conj_if_complex(g)) for g in grads)
@@ -330,6 +329,21 @@ class Reverse:
         return tuple(
             [x.new_zeros(lead + x.shape) if g is None else g for g, x in zip(grads, leaves)]
         )
+
+
+def _call_vjp(vjp: Callable[..., Any], *cts: torch.Tensor) -> Any:
+    return vjp(cts)
+
+
+_BATCHED_PULLS: dict[int, Callable[..., Any]] = {}  # by number of outputs; a handful at most
+
+
+def _batched_pull(n: int) -> Callable[..., Any]:
+    """``vmap`` of a torch.func pullback over stacked cotangents, built once per output count."""
+    fn = _BATCHED_PULLS.get(n)
+    if fn is None:
+        fn = _BATCHED_PULLS[n] = torch.func.vmap(_call_vjp, in_dims=(None,) + (0,) * n)
+    return fn
 
 
 def reverse(
@@ -430,19 +444,25 @@ def _func_forward(call: str, fn: FlatFn, primals: Sequence[torch.Tensor], has_au
 
 
 def _func_vjp(call: str, fn: FlatFn, primals: Sequence[torch.Tensor], has_aux: bool) -> Reverse:
-    if has_aux:
-        stash = _pytree.Stash()
+    # A lone output goes to torch.func bare, not as a 1-tuple: its tuple handling costs
+    # measurable time per call under vmap (benchmarks/bench_core.py, vmap(jacrev)).
+    stash = _pytree.Stash()
+    lone = [False]  # set by the one run inside torch.func.vjp
 
-        def with_aux(*p: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], Any]:
-            outs, aux = fn(*p)
-            return outs, stash.put(aux)
+    def bare(*p: torch.Tensor) -> Any:
+        outs, aux = fn(*p)
+        lone[0] = len(outs) == 1
+        out = outs[0] if lone[0] else outs
+        return (out, stash.put(aux)) if has_aux else out
 
-        outs, vjp, aux_t = func_call(call, torch.func.vjp, with_aux, *primals, has_aux=True)
-        rev = Reverse(outs, stash.get(aux_t))
+    res = func_call(call, torch.func.vjp, bare, *primals, has_aux=has_aux)
+    out, vjp = res[0], res[1]
+    if lone[0]:
+        rev = Reverse((out,), stash.get(res[2]) if has_aux else None)
+        rev._vjp = lambda cts: vjp(cts[0])
     else:
-        outs, vjp = func_call(call, torch.func.vjp, lambda *p: fn(*p)[0], *primals)
-        rev = Reverse(outs, None)
-    rev._vjp = vjp
+        rev = Reverse(tuple(out), stash.get(res[2]) if has_aux else None)
+        rev._vjp = vjp
     return rev
 
 
