@@ -179,6 +179,8 @@ def _scan_length(call: str, xs: Any, leaves: list[Any], length: int | None) -> i
 
 def _stack(call: str, ys: list[Any]) -> Any:
     """The per-step outputs stacked on a new axis 0, leaf by leaf."""
+    if all(y is None for y in ys):
+        return None
     first, spec = _pytree.flatten(ys[0], call=call, root="y")
     columns: list[list[torch.Tensor]] = [[] for _ in first]
     for step, y in enumerate(ys):
@@ -276,10 +278,12 @@ def scan(
     xs_leaves, xs_spec = _pytree.flatten(xs, call=call, root="xs")
     n = _scan_length(call, xs, xs_leaves, length)
     leaves = carry_type.leaves
+    # unbind, as iterating over a tensor does: its backward stacks the slices' gradients once
+    # (indexing each step would build a zero tensor of the full size per step)
+    steps = list(zip(*[leaf.unbind(0) for leaf in xs_leaves])) if xs_leaves else [()] * n
     ys = []
     for i in reversed(range(n)) if reverse else range(n):
-        x = _pytree.unflatten(xs_spec, [leaf[i] for leaf in xs_leaves])
-        out, y = _scan_step(call, f, carry_type.tree(leaves), x)
+        out, y = _scan_step(call, f, carry_type.tree(leaves), xs_spec.unflatten(steps[i]))
         leaves = carry_type.check(out)
         ys.append(y)
     if n == 0:  # run the body once for the type of y, as JAX traces it
@@ -322,6 +326,8 @@ def map(f: Callable[[Any], Any], xs: Any, *, batch_size: int | None = None) -> A
         raise_value(call, "batch_size must be positive", "an int >= 1", describe(batch_size))
     leaves, spec = _pytree.flatten(xs, call=call, root="xs")
     n = _scan_length(call, xs, leaves, None)
+    if n == 0:
+        return map(f, xs)
     full = n - n % batch_size
     parts = []
     if full:

@@ -403,6 +403,8 @@ def test_fori_loop_while_loop_cond_switch_map_values():
     want = torch.stack([f({"a": xs["a"][i], "b": xs["b"][i]}) for i in range(7)])
     for batch_size in (None, 1, 3, 7, 10):
         tree_allclose(lax.map(f, xs, batch_size=batch_size), want)
+        empty = lax.map(lambda x: x * 2, torch.zeros(0, 3), batch_size=batch_size)
+        assert empty.shape == (0, 3)
 
 
 def test_while_loop_reverse_mode_through_a_data_dependent_trip_count():
