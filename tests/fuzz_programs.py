@@ -75,6 +75,7 @@ class Transform:
     seed: int = 0
     argnums: Any = None  # tuple-layout inputs only: the leaves become positional arguments
     has_aux: bool = False
+    chunk_size: int | None = None  # jacrev, jacfwd, vmap: a torch extra (the references ignore it)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -252,6 +253,7 @@ def _transform(draw: Any, kinds: tuple[str, ...], layout: str, used: set[str]) -
     name = draw(st.sampled_from(TRANSFORMS + ("vmap",) * 3))  # vmap carries names and axes
     seed = draw(st.integers(0, 5))
     has_aux = name in (*WITH_ARGNUMS, "vjp") and draw(st.integers(0, 3)) == 0
+    chunk = draw(st.sampled_from([None, None, 1, 2])) if name in ("jacrev", "jacfwd") else None
     if name in WITH_ARGNUMS and layout == "tuple":
         n = len(kinds)
         one = st.integers(-n, n - 1)
@@ -264,9 +266,9 @@ def _transform(draw: Any, kinds: tuple[str, ...], layout: str, used: set[str]) -
                 st.lists(one, min_size=1, max_size=2, unique_by=lambda i: i % n),
             )
         )
-        return Transform(name, seed=seed, argnums=argnums, has_aux=has_aux)
+        return Transform(name, seed=seed, argnums=argnums, has_aux=has_aux, chunk_size=chunk)
     if name != "vmap":
-        return Transform(name, seed=seed, has_aux=has_aux)
+        return Transform(name, seed=seed, has_aux=has_aux, chunk_size=chunk)
     size = draw(st.integers(2, 3))
     free = [n for n in ("i", "j") if n not in used]
     axis_name = draw(st.sampled_from([None, *free]))
@@ -282,13 +284,16 @@ def _transform(draw: Any, kinds: tuple[str, ...], layout: str, used: set[str]) -
         b = draw(st.sampled_from([0, None] + ([1] if b_ok else [])))
         if a is None and b is None:
             b = 0
-        return Transform(name, (a, b), "prefix", out_axes, axis_name, size, seed)
+        chunk = None if axis_name else draw(st.sampled_from([None, None, 1, 2]))
+        return Transform(name, (a, b), "prefix", out_axes, axis_name, size, seed, chunk_size=chunk)
     else:
         form = "tree"
         axes = tuple(draw(st.sampled_from([0, None] + ([1] if k == "v" else []))) for k in kinds)
         if all(a is None for a in axes):
             axes = (0, *axes[1:])
-    return Transform(name, axes, form, out_axes, axis_name, size, seed)
+    # chunk_size with an axis name is refused (collectives would see one chunk)
+    chunk = None if axis_name else draw(st.sampled_from([None, None, 1, 2]))
+    return Transform(name, axes, form, out_axes, axis_name, size, seed, chunk_size=chunk)
 
 
 @st.composite
@@ -397,6 +402,7 @@ def _render_block(block: Block, p: str, indent: str) -> list[str]:
 
 def _render_transform(case: Case, t: Transform, inner: str) -> str:
     aux = ", has_aux=True" if t.has_aux else ""
+    aux += f", chunk_size={t.chunk_size}" if t.chunk_size and t.name != "vmap" else ""
     if t.name in WITH_ARGNUMS:
         scalar = t.name in ("grad", "value_and_grad", "hessian")
         fun = f"scalarize({inner})" if scalar else inner
@@ -415,6 +421,7 @@ def _render_transform(case: Case, t: Transform, inner: str) -> str:
         extra = f", axis_name={t.axis_name!r}" if t.axis_name else ""
         extra += f", out_axes={t.out_axes}" if t.out_axes else ""
         extra += f", axis_size={t.size}" if t.in_axes_form == "none" else ""
+        extra += f", chunk_size={t.chunk_size}" if t.chunk_size else ""
         return f"vmap({inner}, in_axes={in_axes_tree(case, t)!r}{extra})"
     return f"{t.name}({inner})"
 
@@ -514,6 +521,7 @@ def _plain_custom_ops(ns: Any) -> dict[str, Callable[..., Any]]:
 
 class FuBackend(TorchOps):
     name = "functorch_utils"
+    chunks = True  # takes chunk_size
 
     def __init__(self) -> None:
         self.custom = make_custom_ops(torch, fu.custom_jvp, fu.custom_vjp)
@@ -529,6 +537,7 @@ class RefBackend(TorchOps):
     """torch.func for derivatives, a loop for vmap; custom rules and checkpoint run plainly."""
 
     name = "torch.func + loops"
+    chunks = False
 
     def __init__(self) -> None:
         self.custom = _plain_custom_ops(torch)
@@ -632,6 +641,7 @@ def _broadcast_prefix(axes: Any, tree: Any) -> list[Any]:
 
 class JaxBackend:
     name = "jax"
+    chunks = False
 
     def __init__(self) -> None:
         import jax
@@ -795,6 +805,8 @@ def apply_transform(bk: Any, case: Case, t: Transform, f: Callable[[Any], Any]) 
         kw["axis_name"] = t.axis_name
     if t.in_axes_form == "none":
         kw["axis_size"] = t.size
+    if t.chunk_size is not None and bk.chunks:
+        kw["chunk_size"] = t.chunk_size
     mapped = bk.vmap(f, **kw)
     axes = _leaf_axes(case, t)
 
@@ -832,6 +844,8 @@ def _derivative(bk: Any, t: Transform, f: Callable[[Any], Any]) -> Callable:
         kw["argnums"] = t.argnums
     if t.has_aux:
         kw["has_aux"] = True
+    if t.chunk_size is not None and bk.chunks:
+        kw["chunk_size"] = t.chunk_size
     d = getattr(bk, t.name)(objective, **kw)
     return (lambda x: d(*x)) if t.argnums is not None else d
 
