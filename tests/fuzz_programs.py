@@ -98,22 +98,29 @@ class Case:
         return [t.name for t in self.stack]
 
 
-def live_ops(block: Block, outputs: tuple[int, ...] | None = None) -> list[Op]:
-    """The ops whose values reach ``outputs`` (default: the block's), those in blocks included."""
-    live = set(block.outputs if outputs is None else outputs)
+def live_ops(block: Block) -> list[Op]:
+    """The ops whose values reach the block's outputs, those in checkpoint blocks included."""
+    return _liveness(block, block.outputs)[0]
+
+
+def _liveness(block: Block, outputs: tuple[int, ...]) -> tuple[list[Op], set[int]]:
+    """The ops that ``outputs`` need, and the block inputs they read."""
+    live = set(outputs)
     found: list[Op] = []
     first = block.n_in + sum(_n_out(op) for op in block.ops)
     for op in reversed(block.ops):
         first -= _n_out(op)
-        produced = [first + k for k in range(_n_out(op))]
-        if not live.intersection(produced):
+        if not live.intersection(range(first, first + _n_out(op))):
             continue
         found.append(op)
-        live.update(op.args)
-        if op.block is not None:
-            wanted = tuple(o for k, o in enumerate(op.block.outputs) if first + k in live)
-            found += live_ops(op.block, wanted)
-    return found
+        if op.block is None:
+            live.update(op.args)
+            continue
+        wanted = tuple(o for k, o in enumerate(op.block.outputs) if first + k in live)
+        inner, reads = _liveness(op.block, wanted)
+        found += inner
+        live.update(op.args[k] for k in reads)
+    return found, {i for i in live if i < block.n_in}
 
 
 def _walk(block: Block) -> Iterator[Op]:
