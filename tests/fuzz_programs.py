@@ -113,6 +113,9 @@ def _liveness(block: Block, outputs: tuple[int, ...]) -> tuple[list[Op], set[int
         if not live.intersection(range(first, first + _n_out(op))):
             continue
         found.append(op)
+        if op.name == "pair" and first not in live:  # (a * b, a * 1.0): only a is read
+            live.add(op.args[0])
+            continue
         if op.block is None:
             live.update(op.args)
             continue
