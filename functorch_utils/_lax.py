@@ -388,20 +388,70 @@ def _int_index(call: str, index: Any, n: int) -> int | torch.Tensor:
 
 
 def _select(
-    call: str, index: torch.Tensor, branches: Sequence[Callable[..., Any]], ops: Any
+    call: str,
+    index: torch.Tensor,
+    branches: Sequence[Callable[..., Any]],
+    ops: Any,
+    names: Sequence[str],
 ) -> Any:
     """Every branch on every member, each seeing its operands masked; ``where`` selects."""
-    outs = []
+    outs: list[list[Any]] = []
+    spec = None
     for i, branch in enumerate(branches):
         chosen = index == i
-        outs.append(branch(*[_pytree.tree_map(lambda x, c=chosen: _mask(c, x), op) for op in ops]))
-    first = _Carry(call, outs[0], "out", "the first branch")
-    result = first.leaves
-    for i, out in enumerate(outs[1:], start=1):
-        first.what = f"branch {i}"
-        leaves = first.check(out)
-        result = [torch.where(index == i, new, old) for new, old in zip(leaves, result)]
-    return first.tree(result)
+        out = branch(*[_pytree.tree_map(lambda x, c=chosen: _mask(c, x), op) for op in ops])
+        leaves, s = _pytree.flatten(out, call=call, root="out")
+        if spec is None:
+            spec, first = s, out
+        elif not _same_structure(s, spec):
+            raise_type(
+                call,
+                f"{names[i]} returns another structure than {names[0]}",
+                f"{spec}",
+                f"{s}\n{_pytree.structure_errors(first, out, 'out')}\n",
+                _SAME_TYPES,
+            )
+        outs.append(leaves)
+    assert spec is not None
+    selected = [
+        _select_leaf(call, index, list(column), first, j, names)
+        for j, column in enumerate(zip(*outs))
+    ]
+    return _pytree.unflatten(spec, selected)
+
+
+_SAME_TYPES = (
+    "With a predicate that differs across the vmap batch every branch runs, and all must return "
+    "the same structure, shapes and dtypes."
+)
+
+
+def _select_leaf(
+    call: str, index: torch.Tensor, column: list[Any], first: Any, j: int, names: Sequence[str]
+) -> Any:
+    """Output leaf ``j`` chosen per member; Python numbers take the branches' tensors' dtype."""
+    ref = next((x for x in column if isinstance(x, torch.Tensor)), None)
+    leaves: list[torch.Tensor] = []
+    for i, x in enumerate(column):
+        if isinstance(x, (bool, int, float, complex)):
+            x = torch.tensor(x) if ref is None else torch.tensor(x, dtype=torch.result_type(ref, x))
+        ok = isinstance(x, torch.Tensor)
+        if ok and leaves and (x.shape, x.dtype) != (leaves[0].shape, leaves[0].dtype):
+            ok = False
+        if not ok:
+            raise_type(
+                call,
+                f"{names[i]} returns another type than {names[0]} at "
+                f"{_pytree.leaf_names(first, 'out')[j]}",
+                _type_text(leaves[0]) if leaves else "a tensor or a Python number",
+                describe(x),
+                _SAME_TYPES,
+            )
+        leaves.append(x)
+    out = leaves[0]
+    for i in range(1, len(leaves)):
+        out = torch.where(index == i, leaves[i], out)
+    return out
 
 
 def cond(
@@ -445,7 +495,7 @@ def cond(
     p = _bool_predicate(call, "pred", pred)
     if isinstance(p, bool):
         return true_fun(*operands) if p else false_fun(*operands)
-    return _select(call, p.long(), [false_fun, true_fun], operands)
+    return _select(call, p.long(), [false_fun, true_fun], operands, ["false_fun", "true_fun"])
 
 
 def switch(index: Any, branches: Sequence[Callable[..., Any]], *operands: Any) -> Any:
@@ -482,7 +532,8 @@ def switch(index: Any, branches: Sequence[Callable[..., Any]], *operands: Any) -
     i = _int_index(call, index, len(branches))
     if isinstance(i, int):
         return branches[i](*operands)
-    return _select(call, i, branches, operands)
+    names = [f"branches[{k}]" for k in range(len(branches))]
+    return _select(call, i, branches, operands, names)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -559,7 +610,14 @@ def _bound(call: str, name: str, value: Any) -> int | torch.Tensor:
     )
 
 
-def fori_loop(lower: Any, upper: Any, body_fun: Callable[[Any, Any], Any], init_val: Any) -> Any:
+def fori_loop(
+    lower: Any,
+    upper: Any,
+    body_fun: Callable[[Any, Any], Any],
+    init_val: Any,
+    *,
+    unroll: int | bool | None = None,
+) -> Any:
     """``val = body_fun(i, val)`` for ``i`` in ``range(lower, upper)``: JAX's ``lax.fori_loop``.
 
     ``i`` is passed as a 0-d int64 tensor (as JAX passes an integer array). Under ``vmap`` with
@@ -572,6 +630,7 @@ def fori_loop(lower: Any, upper: Any, body_fun: Callable[[Any, Any], Any], init_
         upper: one past the last index.
         body_fun: ``body_fun(i, val)`` returns a value of ``val``'s structure, shapes and dtypes.
         init_val: the initial value, any pytree; Python numbers become 0-d tensors.
+        unroll: accepted for JAX compatibility; it has no effect on an eager loop.
 
     Returns:
         The final value.

@@ -388,6 +388,7 @@ def test_scan_checkpointed_body_gives_the_same_gradient():
 def test_fori_loop_while_loop_cond_switch_map_values():
     assert lax.fori_loop(2, 5, lambda i, v: v + i, 0).item() == 9
     assert lax.fori_loop(5, 2, lambda i, v: v + i, 0).item() == 0
+    assert lax.fori_loop(2, 5, lambda i, v: v + i, 0, unroll=2).item() == 9
     assert lax.fori_loop(torch.tensor(0), torch.tensor(3), lambda i, v: v * 2, 1.0).item() == 8.0
     assert lax.while_loop(lambda v: v[0] < 5, lambda v: (v[0] + 2, v[1] * 2), (0, 1.0)) == (
         torch.tensor(6),
@@ -525,7 +526,15 @@ def test_loop_and_branch_errors():
         lax.fori_loop(0, 2.5, lambda i, v: v, 0.0)
     with pytest.raises(TypeError, match=re.escape("body_fun changed the carry at val")):
         lax.fori_loop(0, 2, lambda i, v: v.double(), torch.zeros(2))
-    with pytest.raises(TypeError, match=re.escape("branch 1 changed the carry at out")):
+    with pytest.raises(
+        TypeError,
+        match=re.escape(
+            "cond(pred, <lambda>, <lambda>, *operands): true_fun returns another type than "
+            "false_fun at out; expected a tensor of dtype torch.float32 and shape (1,), got a "
+            "tensor of dtype torch.float32 and shape (). With a predicate that differs across "
+            "the vmap batch every branch runs"
+        ),
+    ):
         fu.vmap(lambda x: lax.cond(x > 0, lambda v: v, lambda v: v[None], x))(torch.ones(2))
 
 
@@ -601,6 +610,18 @@ def test_vmap_fori_loop_with_batched_bounds_can_index_with_i():
     upper = torch.tensor([3, 1, 0])
     got = fu.vmap(lambda n: lax.fori_loop(0, n, lambda i, v: v + xs[i], 0.0))(upper)
     assert got.tolist() == [111.0, 1.0, 0.0]
+
+
+def test_batched_branches_returning_python_numbers_take_the_tensors_dtype():
+    x = torch.tensor([-1.0, 2.0], dtype=torch.float64)
+    got = fu.vmap(lambda v: lax.cond(v > 0, lambda u: u * 2, lambda u: 0.0, v))(x)
+    tree_allclose(got, torch.tensor([0.0, 4.0], dtype=torch.float64))
+    got = fu.vmap(lambda v: lax.cond(v > 0, lambda u: (1, u), lambda u: (2, -u), v))(x)
+    assert got[0].tolist() == [2, 1] and got[0].dtype == torch.int64
+    with pytest.raises(
+        TypeError, match=re.escape("true_fun returns another structure than false_fun")
+    ):
+        fu.vmap(lambda v: lax.cond(v > 0, lambda u: (u, u), lambda u: u, v))(x)
 
 
 def test_cond_accepts_a_python_int_predicate_and_y_leaves_must_be_tensors():
