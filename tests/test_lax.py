@@ -737,3 +737,38 @@ def test_branches_and_while_loop_under_vmap_equal_the_loop_over_examples(xs, thr
         tree_allclose(fu.vmap(prog)(x), want)
         want_grad = torch.stack([fu.grad(first(ref))(v) for v in x])
         tree_allclose(fu.vmap(fu.grad(first(prog)))(x), want_grad)
+
+
+# ---------------------------------------------------------------------------------------------
+# Nesting of batched predicates
+
+
+def test_nested_vmaps_with_predicates_batched_at_either_level():
+    f = lambda a, b: lax.cond(a > b, lambda u, v: u * v, lambda u, v: u - v, a, b)  # noqa: E731
+    a, b = torch.tensor([1.0, -2.0, 3.0]), torch.tensor([0.5, 2.5])
+    want = torch.stack([torch.stack([f(x, y) for y in b]) for x in a])
+    tree_allclose(fu.vmap(fu.vmap(f, in_axes=(None, 0)), in_axes=(0, None))(a, b), want)
+    g = lambda x: lax.while_loop(lambda v: v.sum() < 10, lambda v: v * 2, x)  # noqa: E731
+    xs = torch.tensor([[[1.0, 0.5], [3.0, 4.0]], [[0.1, 0.1], [6.0, 6.0]]])
+    want = torch.stack(
+        [
+            torch.stack([_ref_while(lambda v: v.sum() < 10, lambda v: v * 2, r) for r in m])
+            for m in xs
+        ]
+    )
+    tree_allclose(fu.vmap(fu.vmap(g))(xs), want)
+
+
+def test_vmap_of_reverse_mode_through_a_batched_while_loop_with_a_closed_over_parameter():
+    def f(w, x):
+        return lax.while_loop(lambda c: c[1] < x, lambda c: (c[0] * w + 1, c[1] + 1), (w, 0))[0]
+
+    def ref(w, x):
+        return _ref_while(lambda c: c[1] < x, lambda c: (c[0] * w + 1, c[1] + 1), (w, 0))[0]
+
+    w = torch.tensor(0.7, dtype=torch.float64)
+    x = torch.tensor([0, 1, 4])
+    got = fu.vmap(fu.grad(f), in_axes=(None, 0))(w, x)
+    tree_allclose(got, torch.stack([fu.grad(ref)(w, int(n)) for n in x]))
+    got = fu.vmap(fu.jacrev(f), in_axes=(None, 0))(w, x)
+    tree_allclose(got, torch.stack([fu.grad(ref)(w, int(n)) for n in x]))
