@@ -13,10 +13,12 @@
 #   a ``torch.where`` selects; ``while_loop`` runs until no member continues and finished members
 #   keep their carry. The unselected branch may produce inf/NaN on a member (``sqrt`` of a negative
 #   number); its value is dropped by the select, and its derivative must be dropped too, not
-#   multiplied by zero (``0 * nan`` is nan). So each branch receives its operands through
-#   ``where(selected, x, stop_gradient(x))``: no derivative of any order flows back into ``x``
-#   from a member where the branch was not selected. Tensors a branch closes over are not
-#   operands and cannot be masked: pass them as operands when a branch is singular elsewhere.
+#   multiplied by zero (``0 * nan`` is nan). So while a branch runs, a TorchFunctionMode
+#   (``_MaskOutside``) hands every op, in place of each floating tensor that came from outside the
+#   branch (operands and closed-over tensors alike, as JAX's closure conversion makes them
+#   operands), ``where(selected, x, stop_gradient(x))``: no derivative of any order flows back
+#   into ``x`` from a member where the branch was not selected, and the values are unchanged.
+#   The tensor an in-place op writes into is not replaced (the write must reach it).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any
 
 import optree
 import torch
+from torch.overrides import TorchFunctionMode
 
 from . import _pytree, _torch_hooks
 from ._errors import check_callable, describe, fun_name, raise_type, raise_value
@@ -345,11 +348,69 @@ def map(f: Callable[[Any], Any], xs: Any, *, batch_size: int | None = None) -> A
 # Predicates and selection (NOTE [control flow as eager loops])
 
 
-def _mask(selected: torch.Tensor, x: Any) -> Any:
-    """``x`` where ``selected``, a derivative-free copy of ``x`` elsewhere."""
-    if isinstance(x, torch.Tensor) and (x.is_floating_point() or x.is_complex()):
-        return torch.where(selected, x, stop_gradient(x))
-    return x
+_IN_PLACE_DUNDERS = frozenset(
+    f"__{op}__"
+    for op in [
+        "setitem",
+        "iadd",
+        "isub",
+        "imul",
+        "imatmul",
+        "itruediv",
+        "ifloordiv",
+        "imod",
+        "ipow",
+        "iand",
+        "ior",
+        "ixor",
+        "ilshift",
+        "irshift",
+    ]
+)
+
+
+class _MaskOutside(TorchFunctionMode):
+    """Ops in the block see tensors from outside it masked by ``selected`` (see the NOTE above)."""
+
+    def __init__(self, selected: torch.Tensor) -> None:
+        super().__init__()
+        self.selected = selected
+        self.inside: set[int] = set()  # ids of tensors made in the block (kept alive in .keep)
+        self.masked: dict[int, torch.Tensor] = {}
+        self.keep: list[torch.Tensor] = []
+
+    def _mask(self, x: Any) -> Any:
+        if not isinstance(x, torch.Tensor) or id(x) in self.inside:
+            return x
+        if not (x.is_floating_point() or x.is_complex()):
+            return x
+        m = self.masked.get(id(x))
+        if m is None:  # the mode is off inside __torch_function__: these ops are not seen
+            m = torch.where(self.selected, x, stop_gradient(x))
+            self.masked[id(x)] = m
+            self.inside.add(id(m))
+            self.keep += [x, m]
+        return m
+
+    def __torch_function__(
+        self, func: Any, types: Any, args: Sequence[Any] = (), kwargs: Any = None
+    ) -> Any:
+        name = getattr(func, "__name__", "")
+        in_place = (name.endswith("_") and not name.endswith("__")) or name in _IN_PLACE_DUNDERS
+        kept, rest = (tuple(args[:1]), tuple(args[1:])) if in_place and args else ((), tuple(args))
+        kwargs = dict(kwargs or {})
+        out_arg = kwargs.pop("out", None)
+        rest, kwargs = _pytree.tree_map(self._mask, (rest, kwargs))
+        if out_arg is not None:
+            kwargs["out"] = out_arg
+        for written in _pytree.flatten((kept, out_arg))[0]:
+            self.masked.pop(id(written), None)  # a masked copy made before the write is stale
+        out = func(*kept, *rest, **kwargs)
+        for leaf in _pytree.flatten(out)[0]:
+            if isinstance(leaf, torch.Tensor):
+                self.inside.add(id(leaf))
+                self.keep.append(leaf)
+        return out
 
 
 def _bool_predicate(call: str, name: str, pred: Any) -> bool | torch.Tensor:
@@ -398,8 +459,8 @@ def _select(
     outs: list[list[Any]] = []
     spec = None
     for i, branch in enumerate(branches):
-        chosen = index == i
-        out = branch(*[_pytree.tree_map(lambda x, c=chosen: _mask(c, x), op) for op in ops])
+        with _MaskOutside(index == i):
+            out = branch(*ops)
         leaves, s = _pytree.flatten(out, call=call, root="out")
         if spec is None:
             spec, first = s, out
@@ -462,8 +523,8 @@ def cond(
     With a plain predicate, only the chosen branch runs. Under ``vmap`` with a predicate that
     differs between examples, both branches run on every example and the results are selected,
     as in JAX; derivatives are selected too, so a branch that is singular on the examples where
-    it was not chosen (``sqrt`` of a negative number) leaves no NaN in the gradient. Tensors a
-    branch closes over are not masked that way: pass them as operands.
+    it was not chosen (``sqrt`` of a negative number, of an operand or of a tensor it closes
+    over) leaves no NaN in the gradient.
 
     Args:
         pred: a Python bool or a 0-d boolean tensor.
@@ -553,7 +614,9 @@ def _while(
             continue
         if not bool(_torch_hooks.unwrap_all(p).any()):  # no member continues
             return carry.tree(leaves)
-        new = carry.check(body(carry.tree([_mask(p, x) for x in leaves])))
+        with _MaskOutside(p):
+            out = body(carry.tree(leaves))
+        new = carry.check(out)
         leaves = [torch.where(p, n, o) for n, o in zip(new, leaves)]
 
 

@@ -772,3 +772,70 @@ def test_vmap_of_reverse_mode_through_a_batched_while_loop_with_a_closed_over_pa
     tree_allclose(got, torch.stack([fu.grad(ref)(w, int(n)) for n in x]))
     got = fu.vmap(fu.jacrev(f), in_axes=(None, 0))(w, x)
     tree_allclose(got, torch.stack([fu.grad(ref)(w, int(n)) for n in x]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Tensors closed over by a branch are masked like operands
+
+
+def _closure_program(lx, m, w, x):
+    return lx.cond(x > 0, lambda v: m.sqrt(w) * v, lambda v: v * 2, x)
+
+
+def test_closed_over_tensors_of_a_batched_branch_carry_no_nan_derivative():
+    f = lambda w, x: _closure_program(lax, torch, w, x)  # noqa: E731
+    w = torch.tensor([-1.0, 4.0], dtype=torch.float64)
+    x = torch.tensor([-1.0, 2.0], dtype=torch.float64)
+    tree_allclose(fu.vmap(fu.grad(f))(w, x), torch.tensor([0.0, 0.5], dtype=torch.float64))
+    tree_allclose(
+        fu.vmap(fu.grad(fu.grad(f)))(w, x), torch.tensor([0.0, -0.0625], dtype=torch.float64)
+    )
+    tree_allclose(
+        fu.vmap(fu.grad(f, argnums=1))(w, x), torch.tensor([2.0, 2.0], dtype=torch.float64)
+    )
+    _, t = fu.vmap(lambda w, x: fu.jvp(f, (w, x), (torch.ones_like(w), torch.zeros_like(x))))(w, x)
+    tree_allclose(t, torch.tensor([0.0, 0.5], dtype=torch.float64))
+
+
+def test_closed_over_tensors_match_jax_closure_conversion(jx):
+    jnp = jx.numpy
+    w = torch.tensor([-1.0, 4.0, 9.0], dtype=torch.float64)
+    x = torch.tensor([-1.0, 2.0, -3.0], dtype=torch.float64)
+    ours = lambda w, x: _closure_program(lax, torch, w, x)  # noqa: E731
+    theirs = lambda w, x: _closure_program(jx.lax, jnp, w, x)  # noqa: E731
+    jw, jxx = jnp.asarray(w.numpy()), jnp.asarray(x.numpy())
+    for argnums in (0, 1):
+        got = fu.vmap(fu.grad(fu.grad(ours, argnums), argnums))(w, x)
+        want = jx.vmap(jx.grad(jx.grad(theirs, argnums), argnums))(jw, jxx)
+        tree_allclose(got, _to_torch(want, jx))
+        got = fu.vmap(fu.grad(ours, argnums))(w, x)
+        tree_allclose(got, _to_torch(jx.vmap(jx.grad(theirs, argnums))(jw, jxx), jx))
+
+
+def test_batched_while_loop_body_closing_over_a_tensor_singular_for_finished_members():
+    def f(w, x):  # finished members (v >= 3) may have v > w: sqrt(w - v) is NaN there
+        return lax.while_loop(lambda v: v < 3, lambda v: v + torch.sqrt(w - v), x)
+
+    def ref(w, x):
+        return _ref_while(lambda v: v < 3, lambda v: v + torch.sqrt(w - v), x)
+
+    w = torch.tensor(3.5, dtype=torch.float64)
+    x = torch.tensor([1.0, 4.0], dtype=torch.float64)
+    got = fu.vmap(fu.grad(f), in_axes=(None, 0))(w, x)
+    tree_allclose(got, torch.stack([fu.grad(ref)(w, v) for v in x]))
+    assert torch.isfinite(got).all()
+
+
+def test_masking_keeps_in_place_writes_and_values():
+    def branch(v, buf):
+        y = v * torch.ones(2)
+        y.add_(buf)  # in place into a tensor made in the branch
+        z = buf.clone()
+        z[0] = v  # __setitem__
+        return (y * z).sum()
+
+    f = lambda v, buf: lax.cond(v > 0, branch, lambda v, buf: v - buf.sum(), v, buf)  # noqa: E731
+    x = torch.tensor([-1.0, 2.0])
+    buf = torch.tensor([10.0, 20.0])
+    want = torch.stack([f(v, buf) for v in x])
+    tree_allclose(fu.vmap(f, in_axes=(0, None))(x, buf), want)
