@@ -387,13 +387,6 @@ def reverse(
         return _tape_forward(fn, primals, has_aux)
 
 
-# NOTE [tape blind spots]
-# The tape cannot see what torch.func's levels see. A function that detaches its input and
-# differentiates it again inside (``torch.autograd.functional.jacobian`` without create_graph)
-# gives an output that reaches no input: the tape would answer zero, torch.func refuses the call.
-# So an output that reaches no input is re-run on torch.func (a rare, cheap case: such a function
-# is constant), which either agrees (zeros) or raises its clear error. A write into a tensor the
-# function closes over is refused by torch.func but not seen by the tape (docs/sharp_edges.md).
 def _compiled_gradient(
     call: str, fn: FlatFn, primals: Sequence[torch.Tensor], has_aux: bool
 ) -> Reverse:
@@ -414,6 +407,13 @@ def _compiled_gradient(
     return rev
 
 
+# NOTE [tape blind spots]
+# The tape cannot see what torch.func's levels see. A function that detaches its input and
+# differentiates it again inside (``torch.autograd.functional.jacobian`` without create_graph)
+# gives an output that reaches no input: the tape would answer zero, torch.func refuses the call.
+# So an output that reaches no input is re-run on torch.func (a rare, cheap case: such a function
+# is constant), which either agrees (zeros) or raises its clear error. A write into a tensor the
+# function closes over is refused by torch.func but not seen by the tape (docs/sharp_edges.md).
 def _tape_forward(fn: FlatFn, primals: Sequence[torch.Tensor], has_aux: bool) -> Reverse:
     with torch.enable_grad():  # NOTE [grad mode]
         leaves = [_tape_leaf(p) for p in primals]
