@@ -378,8 +378,11 @@ def _jacfwd_rows(
     def push(*tangents: torch.Tensor) -> Any:  # the lean call without aux
         return torch.func.jvp(lambda *p: fn(*p)[0], primals, tangents)[1]
 
-    if has_aux:  # aux depends on the primals only: unbatched
-        batched = torch.func.vmap(push_aux, out_dims=(0, None), randomness="error")  # type: ignore[arg-type]
+    if has_aux:
+        # aux depends on the primals only, so every row of it is the same; it leaves the vmap
+        # batched (an expanded view, no copy) and row 0 is kept: out_dims=None would refuse an
+        # aux that an outer vmap batches.
+        batched = torch.func.vmap(push_aux, randomness="error")
     else:
         batched = torch.func.vmap(push, randomness="error")
     step = chunk_size or total
@@ -407,7 +410,7 @@ def _jacfwd_rows(
                 for p, lo, hi in zip(primals, offsets, offsets[1:])
             ]
         )
-    return jac, (stash.get(aux_t) if has_aux else None)
+    return jac, (stash.get([t[0] for t in aux_t]) if has_aux else None)
 
 
 def _random_op_error(call: str, err: RuntimeError) -> None:

@@ -755,13 +755,33 @@ class _Vmap:
     # -- rebuild: the output structure, mapped axes moved into place
 
     def rebuild(self, state: _Call, res: Any) -> Any:
+        # torch's vmap can hand back its internal ZeroTensor (a zero derivative computed inside,
+        # e.g. grad of a jvp that does not depend on the input); users get plain zeros.
         if state.plan is None:  # a lone tensor or a plain structure (see _pack)
-            return res if state.out_axis == 0 else res.movedim(0, state.out_axis)
+            if isinstance(res, torch.Tensor):
+                res = _dense(res)
+                return res if state.out_axis == 0 else res.movedim(0, state.out_axis)
+            return _dense_plain(res)
         mapped = iter((res,) if isinstance(res, torch.Tensor) else res)
         unmapped = iter(state.unmapped)
-        values = [next(unmapped) if ax is None else _moved(next(mapped), ax) for ax in state.plan]
+        values = [
+            next(unmapped) if ax is None else _moved(_dense(next(mapped)), ax) for ax in state.plan
+        ]
         assert state.out is not None
         return state.out.get(values)
+
+
+def _dense(t: torch.Tensor) -> torch.Tensor:
+    return torch.zeros_like(t) if _torch_hooks.is_zero_tensor(t) else t
+
+
+def _dense_plain(x: Any) -> Any:
+    """``_dense`` over a plain dict/list/tuple output (see ``_plain``)."""
+    if isinstance(x, torch.Tensor):
+        return _dense(x)
+    if isinstance(x, dict):
+        return type(x)((k, _dense_plain(v)) for k, v in x.items())
+    return type(x)(_dense_plain(v) for v in x)
 
 
 def _moved(t: torch.Tensor, ax: int) -> torch.Tensor:

@@ -57,18 +57,6 @@ def _custom_vjp_in_forward_mode(case: Case, dead_only: bool) -> bool:
     return bool(modes) and modes[0] in FORWARD
 
 
-def _jacfwd_aux_under_vmap(case: Case) -> bool:
-    """jacfwd(has_aux=True) under a vmap, or hessian(has_aux=True) under a named vmap (which
-    computes it as jacfwd of jacrev)."""
-    for i, t in enumerate(case.stack):
-        above = case.stack[i + 1 :]
-        if t.has_aux and t.name == "jacfwd" and any(u.name == "vmap" for u in above):
-            return True
-        if t.has_aux and t.name == "hessian" and any(u.axis_name for u in above):
-            return True
-    return False
-
-
 # (filter, what it keeps out). Each entry is a disagreement with the reference that is known: a
 # bug being fixed (remove the entry with the fix) or a documented difference.
 KNOWN: list[tuple[Callable[[Case], bool], str]] = [
@@ -85,18 +73,11 @@ KNOWN: list[tuple[Callable[[Case], bool], str]] = [
         "with a TypeError, also where the result is unused; JAX refuses it too, except under jit "
         "(the reference runs jitted), which drops dead code before the check",
     ),
-    (
-        _jacfwd_aux_under_vmap,
-        "bug: jacfwd(f, has_aux=True) under vmap with an aux that depends on a mapped input "
-        "raises ValueError 'vmap(push_aux, ...): `push_aux` can not return a BatchedTensor when "
-        "out_dim is None'; so does hessian(f, has_aux=True) inside a named vmap",
-    ),
 ]
 
-# bug: reverse mode over a forward-mode tangent that does not depend on the primal, under vmap
-# (vmap(grad(lambda a: jvp(lambda a: (2 * a).sum(), (a,), (t,))[1]))), returns torch's internal
-# ZeroTensor, on which .numpy() raises. Its values are still compared; set to False once fixed.
-ZERO_TENSOR_OK = True
+# The library never returns torch's internal ZeroTensor (on which .numpy() raises): a result that
+# is one fails the comparison.
+ZERO_TENSOR_OK = False
 
 
 def known(case: Case) -> str | None:

@@ -174,3 +174,17 @@ def test_hessian_inside_a_named_vmap_with_a_collective_is_jaxs_jacfwd_of_jacrev(
     torch.testing.assert_close(
         got[0], torch.tensor([[-4.20735492, 11.62090692], [12.42789237, 9.0]], dtype=torch.float64)
     )
+
+
+def test_jacfwd_aux_batched_by_an_outer_vmap():
+    xs = torch.tensor([[0.5, 1.0], [2.0, -1.0]])
+    jac, aux = fu.vmap(fu.jacfwd(lambda x: ((x**3).sum(), x.sin()), has_aux=True))(xs)
+    torch.testing.assert_close(jac, 3 * xs**2)
+    torch.testing.assert_close(aux, xs.sin())
+
+
+def test_hessian_with_aux_inside_a_named_vmap():
+    xs = torch.tensor([[0.5, 1.0], [2.0, -1.0]], dtype=torch.float64)
+    h, aux = fu.vmap(fu.hessian(lambda x: ((x**3).sum(), x.cos()), has_aux=True), axis_name="i")(xs)
+    torch.testing.assert_close(h, torch.diag_embed(6 * xs))
+    torch.testing.assert_close(aux, xs.cos())

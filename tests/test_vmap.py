@@ -1129,3 +1129,15 @@ def test_error_legacy_autograd_function_inside_vmap() -> None:
     ) as info:
         vmap(LegacySquare.apply)(torch.randn(3))
     assert isinstance(info.value.__cause__, RuntimeError)
+
+
+def test_vmap_never_returns_torchs_zero_tensor():
+    # grad of a jvp that does not depend on the input: torch computes a ZeroTensor inside
+    def g(a):
+        inner = lambda a: functorch_utils.jvp(lambda a: (a * 2.0).sum(), (a,), (torch.ones(3),))[1]  # noqa: E731
+        return functorch_utils.grad(inner)(a)
+
+    out = functorch_utils.vmap(g)(torch.zeros(2, 3))
+    assert out.numpy().tolist() == [[0.0] * 3] * 2
+    out = functorch_utils.vmap(lambda a: {"g": g(a)})(torch.zeros(2, 3))
+    assert out["g"].numpy().sum() == 0.0
