@@ -87,15 +87,18 @@ class _Carry:
         leaves, self.spec = _pytree.flatten(tree, call=call, root=root)
         self._tree = tree
         self.leaves = _as_leaves(call, tree, leaves, root)
+        self._single = self.spec.is_leaf()  # a lone tensor: no flattening per step
 
     def _names(self) -> list[str]:
         return _pytree.leaf_names(self._tree, self.root)
 
     def tree(self, leaves: Sequence[Any]) -> Any:
-        return _pytree.unflatten(self.spec, list(leaves))
+        return leaves[0] if self._single else _pytree.unflatten(self.spec, list(leaves))
 
     def check(self, out: Any) -> list[torch.Tensor]:
         """The leaves of the body's output carry, refused unless they keep the carry's type."""
+        if self._single and isinstance(out, torch.Tensor):
+            return [self._conform(0, self.leaves[0], out)]
         leaves, spec = _pytree.flatten(out, call=self.call, root=self.root)
         if not _same_structure(spec, self.spec):
             raise_type(
@@ -108,6 +111,9 @@ class _Carry:
         return [self._conform(i, e, g) for i, (e, g) in enumerate(zip(self.leaves, leaves))]
 
     def _conform(self, i: int, expected: torch.Tensor, got: Any) -> torch.Tensor:
+        same = isinstance(got, torch.Tensor) and got.dtype == expected.dtype
+        if same and got.shape == expected.shape:
+            return got
         number = isinstance(got, (bool, int, float, complex)) and expected.ndim == 0
         if number and torch.result_type(expected, got) == expected.dtype:  # weakly typed
             return torch.tensor(got, dtype=expected.dtype, device=expected.device)
@@ -286,7 +292,8 @@ def scan(
     steps = list(zip(*[leaf.unbind(0) for leaf in xs_leaves])) if xs_leaves else [()] * n
     ys = []
     for i in reversed(range(n)) if reverse else range(n):
-        out, y = _scan_step(call, f, carry_type.tree(leaves), xs_spec.unflatten(steps[i]))
+        x = steps[i][0] if xs_spec.is_leaf() else xs_spec.unflatten(steps[i])
+        out, y = _scan_step(call, f, carry_type.tree(leaves), x)
         leaves = carry_type.check(out)
         ys.append(y)
     if n == 0:  # run the body once for the type of y, as JAX traces it
