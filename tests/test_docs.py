@@ -26,6 +26,7 @@ PUBLIC_MODULES = [
     "functorch_utils.testing",
     "functorch_utils.tree_util",
     "functorch_utils.flatten_util",
+    "functorch_utils.lax",
 ]
 
 _FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.MULTILINE | re.DOTALL)

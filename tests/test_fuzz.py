@@ -39,10 +39,19 @@ def _has(case: Case, *names: str) -> bool:
     return bool(case.names() & set(names))
 
 
+def _forward_levels(case: Case) -> int:
+    """Forward-mode levels in the stack; ``hessian`` under a named vmap is jacfwd(jacrev)."""
+    levels = 0
+    for i, t in enumerate(case.stack):
+        named_above = any(u.name == "vmap" and u.axis_name for u in case.stack[i + 1 :])
+        levels += t.name in FORWARD or (t.name == "hessian" and named_above)
+    return levels
+
+
 def _nested_forward_custom_rule(case: Case) -> bool:
     """A custom_jvp or custom_vjp op under two forward-mode levels (anywhere in the stack)."""
     custom = _has(case, "cjvp", "pair", "cvjp", "cvjp2")
-    return custom and sum(n in FORWARD for n in case.transforms()) >= 2
+    return custom and _forward_levels(case) >= 2
 
 
 def _custom_vjp_in_forward_mode(case: Case, dead_only: bool) -> bool:
