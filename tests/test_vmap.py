@@ -68,7 +68,7 @@ def loop_vmap(
 
 
 def close(a: Any, b: Any) -> None:
-    # Consistency tolerance from TESTING.md: 32 eps * scale; float64 everywhere here.
+    # Consistency tolerance from docs/testing.md ("The numbers"): 32 eps * scale; float64 here.
     assert_trees_allclose(a, b, rtol=1e-12, atol=1e-12)
 
 

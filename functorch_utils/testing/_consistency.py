@@ -205,7 +205,7 @@ def check_vmap(
 # check_consistency
 
 
-class _Flat:
+class _Raveled:
     """``f`` as a function of one vector ``z`` (all floating input leaves) to one vector."""
 
     def __init__(self, call: str, f: Callable[..., Any], args: tuple[Any, ...]) -> None:
@@ -254,7 +254,7 @@ class _Context:
     """What every property check needs: the flat function, the point, the tolerance, the rng."""
 
     call: str
-    F: _Flat
+    F: _Raveled
     z: Tensor
     out: Tensor
     r: float
@@ -437,7 +437,7 @@ def check_consistency(
         raise ValueError(
             f"{call}: unknown properties; expected a subset of {PROPERTIES}, got {bad}."
         )
-    F = _Flat(call, f, args)
+    F = _Raveled(call, f, args)
     r = _FACTOR * eps_of(F.z.dtype) if rtol is None else float(rtol)
     gen = torch.Generator().manual_seed(seed)
     with highest_matmul_precision():
