@@ -25,7 +25,7 @@ from ._report import DerivativeCheckError
 __all__ = ["TaylorResult", "taylor_test"]
 
 Tensor = torch.Tensor
-_Flat = Callable[..., tuple[Tensor, ...]]
+_FlatFn = Callable[..., tuple[Tensor, ...]]
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ class _Problem:
     """``f`` as a function of the floating tensor leaves of ``x``, along the direction ``vs``."""
 
     call: str
-    g: _Flat  # floating leaves of x -> floating tensor leaves of f's output
+    g: _FlatFn  # floating leaves of x -> floating tensor leaves of f's output
     xs: tuple[Tensor, ...]
     names: list[str]
     order: int
@@ -81,7 +81,7 @@ class _Problem:
 
 def _flat(
     call: str, f: Callable[[Any], Any], x: Any
-) -> tuple[_Flat, tuple[Tensor, ...], list[str]]:
+) -> tuple[_FlatFn, tuple[Tensor, ...], list[str]]:
     picked, part = partition(x, is_float_tensor)
     if not picked:
         raise ValueError(
@@ -137,7 +137,7 @@ def _ladder(call: str, xs: tuple[Tensor, ...], steps: Sequence[float] | None) ->
 # The Taylor terms: f(x) and the directional derivatives D^j f(x)[v, ..., v]
 
 
-def _directional(h: _Flat, vs: tuple[Tensor, ...], use_rev: bool) -> _Flat:
+def _directional(h: _FlatFn, vs: tuple[Tensor, ...], use_rev: bool) -> _FlatFn:
     """``z -> D h(z)[vs]``: a VJP with ones dotted with ``vs`` (scalar h), or a JVP along ``vs``."""
     if use_rev:
 
@@ -212,7 +212,7 @@ def _term_errors(p: _Problem, terms: list[Tensor], point64: tuple[Any, ...] | No
 # float64 when it can be (inputs upcast); the derivatives run in the input dtype.
 
 
-def _remainders(g: _Flat, xs: tuple[Tensor, ...], vs: tuple[Tensor, ...], f0: Tensor,
+def _remainders(g: _FlatFn, xs: tuple[Tensor, ...], vs: tuple[Tensor, ...], f0: Tensor,
                 terms: list[Tensor], errs: list[float], hs: tuple[float, ...],
                 eps_ref: float) -> tuple[list[float], list[float]]:  # fmt: skip
     """The remainder at each step, and its rounding floor."""
