@@ -397,7 +397,7 @@ def linearize(fun: Callable[..., Any], *primals: Any, has_aux: bool = False) -> 
     check_callable("linearize", fun)
     check_bool("linearize", fun, "has_aux", has_aux)
     call = f"linearize({fun_name(fun)})"
-    zeros = _like(call, primals, lambda x: x)
+    zeros = _zeros_like(call, primals)
     res = jvp(fun, primals, zeros, has_aux=has_aux)
     out, aux = res[0], (res[2] if has_aux else None)
     n = len(primals)
@@ -434,7 +434,7 @@ def linear_transpose(fun: Callable[..., Any], *primals: Any) -> Callable[..., tu
     """
     check_callable("linear_transpose", fun)
     call = f"linear_transpose({fun_name(fun)})"
-    zeros = _like(call, primals, lambda x: x)
+    zeros = _zeros_like(call, primals)
     out0, vjp_fn = vjp(fun, *zeros)
     _check_linear(call, fun, zeros, out0)
 
@@ -444,20 +444,20 @@ def linear_transpose(fun: Callable[..., Any], *primals: Any) -> Callable[..., tu
     return f_t
 
 
-def _like(call: str, primals: tuple[Any, ...], fill: Callable[[torch.Tensor], Any]) -> tuple:
+def _zeros_like(call: str, primals: tuple[Any, ...]) -> tuple:
     """Zeros shaped like ``primals`` (tensors, numbers, or objects with .shape and .dtype)."""
 
     def zero(x: Any) -> torch.Tensor:
         if isinstance(x, torch.Tensor):
-            return fill(torch.zeros_like(x))
+            return torch.zeros_like(x)
         if isinstance(x, (bool, int, float, complex)):  # any size of int: no as_tensor
-            return fill(torch.zeros((), dtype=_number_dtype(x)))
+            return torch.zeros((), dtype=_number_dtype(x))
         shape, dtype = getattr(x, "shape", None), getattr(x, "dtype", None)
         if shape is not None and dtype is not None:
             if not isinstance(dtype, torch.dtype):
                 dtype = getattr(torch, str(dtype), None)
             if isinstance(dtype, torch.dtype):
-                return fill(torch.zeros(tuple(shape), dtype=dtype))
+                return torch.zeros(tuple(shape), dtype=dtype)
         raise_type(
             call,
             "a primal leaf is neither a tensor, a number, nor a shape/dtype description",
