@@ -1,6 +1,6 @@
 """The named-axis environment: which axis names are bound while a mapped body runs.
 
-It sits below both the transforms that bind names (``vmap``; later ``distributed.pmap``) and the
+It sits below both the transforms that bind names (``vmap`` and ``distributed.pmap``) and the
 collectives that read them (``_collectives.py``), so neither imports the other.
 
 """
@@ -29,7 +29,8 @@ __all__ = [
 
 
 class UnboundAxisNameError(NameError):
-    """A collective named an axis that no enclosing ``vmap(..., axis_name=...)`` binds.
+    """A collective named an axis that no enclosing ``vmap(..., axis_name=...)`` (or
+    ``distributed.pmap``) binds.
 
     A ``NameError``, as JAX's ``unbound axis name`` error is.
 
@@ -45,13 +46,20 @@ class UnboundAxisNameError(NameError):
 
 
 # Each vmap(..., axis_name=...) binds an Axis while its body runs; see NOTE [named axes and
-# collectives] in _collectives.py for how the token finds its torch.func level.
+# collectives] in _collectives.py for how the token finds its torch.func level. distributed.pmap
+# binds one too, with ``process`` set: see NOTE [pmap: named axes across processes] in
+# _distributed.py.
 class Axis(NamedTuple):
-    """One bound axis name: its size and the token that marks its ``torch.func`` level."""
+    """One bound axis name: its size and the token that marks its ``torch.func`` level.
+
+    For an axis bound by ``distributed.pmap``, ``process`` describes the process group (and
+    ``token`` is this process's rank, a plain 0-d tensor); for a ``vmap`` axis it is ``None``.
+    """
 
     name: Hashable
     size: int
     token: torch.Tensor  # arange(size), batched at this axis's torch.func level only
+    process: Any = None  # _distributed.ProcessAxis when pmap bound the name
 
 
 class _AxisEnv(threading.local):
@@ -130,7 +138,8 @@ def lookup(call: str, name: Any) -> Axis:
             f"a name bound by an enclosing vmap(..., axis_name=...) (bound here: "
             f"{_names_text(bound)})",
             repr(name),
-            f"Call it inside vmap(f, axis_name={name!r}), or use one of the bound names.",
+            f"Call it inside vmap(f, axis_name={name!r}), or use one of the bound names. Across "
+            f"processes, functorch_utils.distributed.pmap(f, axis_name={name!r}) binds it.",
         )
     )
 

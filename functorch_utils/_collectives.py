@@ -1,7 +1,9 @@
-"""The collectives over named ``vmap`` axes: ``psum``, ``pmean``, ``pmax``, ``pmin``, ``all_gather``,
+"""The collectives over named axes: ``psum``, ``pmean``, ``pmax``, ``pmin``, ``all_gather``,
 ``axis_index``, and the ``torch.autograd.Function``s that carry their batching and derivative rules.
 
-They read the bound names from ``_axes`` and never import ``vmap``.
+They read the bound names from ``_axes`` and never import ``vmap``. A name bound by
+``distributed.pmap`` reduces across processes through ``_distributed``'s Functions instead (see
+NOTE [pmap: named axes across processes] there).
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ from typing import Any
 import optree
 import torch
 
-from ._axes import lookup_all
+from . import _distributed
+from ._axes import Axis, lookup_all
 from ._errors import describe, message, raise_type, raise_value
-from ._pytree import NAMESPACE
+from ._pytree import NAMESPACE, leaf_names
 
 __all__ = ["all_gather", "axis_index", "pmax", "pmean", "pmin", "psum"]
 
@@ -171,14 +174,44 @@ def _map_leaves(call: str, fn: Callable[[Any], Any], x: Any) -> Any:
     def leaf(v: Any) -> Any:
         if isinstance(v, (torch.Tensor, bool, int, float, complex)):
             return fn(v)
-        raise_type(
-            call,
-            "x has a leaf that is not a tensor or a number",
-            "tensors or Python numbers",
-            describe(v),
-        )
+        _bad_leaf(call, v)
 
     return optree.tree_map(leaf, x, none_is_leaf=False, namespace=NAMESPACE)
+
+
+def _bad_leaf(call: str, v: Any) -> None:
+    raise_type(
+        call,
+        "x has a leaf that is not a tensor or a number",
+        "tensors or Python numbers",
+        describe(v),
+    )
+
+
+def _tensor_leaves(call: str, x: Any) -> tuple[list[Any], optree.PyTreeSpec, list[int]]:
+    """``x``'s leaves (each checked to be a tensor or a number), its spec, the tensors' indices."""
+    leaves, spec = optree.tree_flatten(x, none_is_leaf=False, namespace=NAMESPACE)
+    tensors: list[int] = []
+    for k, v in enumerate(leaves):
+        if isinstance(v, torch.Tensor):
+            tensors.append(k)
+        elif not isinstance(v, (bool, int, float, complex)):
+            _bad_leaf(call, v)
+    return leaves, spec, tensors
+
+
+def _over_processes(
+    call: str, x: Any, leaves: list[Any], tensors: list[int], axis: Axis
+) -> _distributed.ProcessAxis:
+    """The process group of a pmap-bound axis, after checking the tensors' devices."""
+    proc: _distributed.ProcessAxis = axis.process
+    _distributed.check_devices(
+        call,
+        [leaves[k] for k in tensors],
+        lambda: [leaf_names(x, "x")[k] for k in tensors],
+        proc,
+    )
+    return proc
 
 
 def psum(x: Any, axis_name: Any, *, axis_index_groups: Any = None) -> Any:
@@ -211,18 +244,20 @@ def psum(x: Any, axis_name: Any, *, axis_index_groups: Any = None) -> Any:
     call = f"psum(x, axis_name={axis_name!r})"
     _check_groups(call, axis_index_groups)
     axes = lookup_all(call, axis_name)
-
-    def one(v: Any) -> Any:
-        if not isinstance(v, torch.Tensor):
-            n = 1
-            for a in axes:
-                n *= a.size
-            return v * n
-        for a in axes:
-            v = _PSum.apply(v, a.token)
-        return v
-
-    return _map_leaves(call, one, x)
+    leaves, spec, tensors = _tensor_leaves(call, x)
+    n = 1
+    for a in axes:
+        n *= a.size
+    out = [v if isinstance(v, torch.Tensor) else v * n for v in leaves]
+    ts = [leaves[k] for k in tensors]
+    for a in axes:
+        if a.process is None:
+            ts = [_PSum.apply(v, a.token) for v in ts]
+        elif ts:  # across processes: one all-reduce per bucket of leaves, not one per leaf
+            ts = _distributed.psum_flat(ts, _over_processes(call, x, leaves, tensors, a))
+    for k, v in zip(tensors, ts):
+        out[k] = v
+    return optree.tree_unflatten(spec, out)
 
 
 def pmean(x: Any, axis_name: Any, *, axis_index_groups: Any = None) -> Any:
@@ -253,15 +288,18 @@ def pmean(x: Any, axis_name: Any, *, axis_index_groups: Any = None) -> Any:
 
 def _preduce(call: str, x: Any, axis_name: Any, op: Callable[..., Any]) -> Any:
     axes = lookup_all(call, axis_name)
-
-    def one(v: Any) -> Any:
-        if not isinstance(v, torch.Tensor):
-            return v
-        for a in axes:
-            v = op(_AllGather.apply(v, a.token), 0)
-        return v
-
-    return _map_leaves(call, one, x)
+    leaves, spec, tensors = _tensor_leaves(call, x)
+    ts = [leaves[k] for k in tensors]
+    for a in axes:
+        if a.process is None:
+            ts = [op(_AllGather.apply(v, a.token), 0) for v in ts]
+        elif ts:
+            proc = _over_processes(call, x, leaves, tensors, a)
+            ts = [op(g, 0) for g in _distributed.all_gather_flat(ts, proc)]
+    out = list(leaves)
+    for k, v in zip(tensors, ts):
+        out[k] = v
+    return optree.tree_unflatten(spec, out)
 
 
 def pmax(x: Any, axis_name: Any, *, axis_index_groups: Any = None) -> Any:
@@ -354,7 +392,7 @@ def all_gather(
         raise_type(call, "axis must be an int", "an int", describe(axis))
     axes = lookup_all(call, axis_name)
 
-    def one(v: Any) -> Any:
+    def check(v: Any) -> torch.Tensor:
         t = v if isinstance(v, torch.Tensor) else torch.as_tensor(v)
         ndim = t.dim()
         limit = ndim if tiled else ndim + 1
@@ -373,15 +411,28 @@ def all_gather(
                 f"an axis in [{-limit}, {limit - 1}]",
                 str(axis),
             )
-        for a in reversed(axes):  # innermost name last in the result
-            t = _AllGather.apply(t, a.token)
+        return t
+
+    leaves, spec = optree.tree_flatten(
+        _map_leaves(call, check, x), none_is_leaf=False, namespace=NAMESPACE
+    )
+    ts: list[torch.Tensor] = leaves
+    for a in reversed(axes):  # innermost name last in the result
+        if a.process is None:
+            ts = [_AllGather.apply(t, a.token) for t in ts]
+        elif ts:
+            proc = _over_processes(call, x, ts, list(range(len(ts))), a)
+            ts = _distributed.all_gather_flat(ts, proc)
+
+    def place(t: torch.Tensor) -> torch.Tensor:
         if len(axes) > 1:
             t = t.flatten(0, len(axes) - 1)
+        ndim = t.dim() - 1
         if tiled:
             return t.movedim(0, axis % ndim).flatten(axis % ndim, axis % ndim + 1)
         return t.movedim(0, axis % (ndim + 1))
 
-    return _map_leaves(call, one, x)
+    return optree.tree_unflatten(spec, [place(t) for t in ts])
 
 
 def axis_index(axis_name: Any) -> torch.Tensor:
