@@ -40,9 +40,7 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 # Why not ``torch.distributed._functional_collectives`` (funcol) itself: measured on torch 2.13,
 # ``torch.func.grad`` through its ``all_reduce`` raises a ``setup_context`` error, ``jvp`` returns
 # zero silently and ``vmap`` of it is silently wrong. Our Functions call the public in-place
-# collectives on a fresh contiguous buffer; under ``torch.compile`` Dynamo rewrites those into
-# funcol's traceable ops. A custom ``jvp`` staticmethod is not traceable there, so under
-# compilation the Functions without a ``jvp`` are used (reverse mode and values still trace).
+# collectives on a fresh contiguous buffer (NOTE [pmap under torch.compile] for compilation).
 # Every rank must run the same collectives in the same order (SPMD): a rank that calls a
 # different collective waits until the process group's timeout (``init_process_group(timeout=)``).
 
@@ -227,6 +225,20 @@ def _compiling() -> bool:
     return bool(torch.compiler.is_compiling())
 
 
+# NOTE [pmap under torch.compile]
+# Under torch.compile each collective across processes runs eagerly, between compiled graphs
+# (a graph break; ``fullgraph=True`` refuses it). Tracing it would be possible for values and
+# outer autograd (Dynamo rewrites the c10d calls into funcol's traceable ops), but not under a
+# torch.func transform inside the compiled region: Dynamo then traces funcol's own
+# autograd.Function, which torch.func refuses (it has no setup_context), and a custom ``jvp``
+# staticmethod is not traceable at all. Running the Function eagerly keeps every transform's
+# answer the eager one.
+@torch.compiler.disable
+def _eager_apply(fn: Any, x: torch.Tensor, proc: ProcessAxis) -> torch.Tensor:
+    out: torch.Tensor = fn.apply(x, proc)
+    return out
+
+
 def _fresh(x: torch.Tensor) -> torch.Tensor:
     """A contiguous copy: the collectives write in place and must not touch the input."""
     return x.clone(memory_format=torch.contiguous_format)
@@ -250,8 +262,8 @@ def _batched(
     x: torch.Tensor, op: Callable[[torch.Tensor, int], torch.Tensor], call: str
 ) -> torch.Tensor:
     """``op(physical, number of leading batch dims)``, through one legacy vmap level if any."""
-    if not torch._C._functorch.is_legacy_batchedtensor(x):
-        return op(x, 0)
+    if _compiling() or not torch._C._functorch.is_legacy_batchedtensor(x):
+        return op(x, 0)  # (the tape's batched backward never runs under compilation)
     level = _legacy_level()
     phys = torch._remove_batch_dim(x, level, 1, 0)
     if torch._C._functorch.is_legacy_batchedtensor(phys):
@@ -296,7 +308,7 @@ def _reduce_scatter_sum(x: torch.Tensor, group: Any) -> torch.Tensor:
     return _batched(x, op, "psum_scatter")
 
 
-class _PSumBase(torch.autograd.Function):
+class _PSum(torch.autograd.Function):
     """``psum`` across the processes of a group; its own transpose."""
 
     @staticmethod
@@ -312,24 +324,24 @@ class _PSumBase(torch.autograd.Function):
         return _psum(g, ctx.proc), None
 
     @staticmethod
+    def jvp(ctx: Any, t: torch.Tensor, _: Any) -> torch.Tensor:
+        return _psum(t, ctx.proc)
+
+    @staticmethod
     def vmap(
         info: Any, in_dims: tuple[int | None, None], x: torch.Tensor, proc: ProcessAxis
     ) -> tuple[torch.Tensor, int | None]:
         return _psum(x, proc), in_dims[0]
 
 
-class _PSum(_PSumBase):
-    @staticmethod
-    def jvp(ctx: Any, t: torch.Tensor, _: Any) -> torch.Tensor:
-        return _psum(t, ctx.proc)
-
-
 def _psum(x: torch.Tensor, proc: ProcessAxis) -> torch.Tensor:
-    out: torch.Tensor = (_PSumBase if _compiling() else _PSum).apply(x, proc)
+    if _compiling():  # NOTE [pmap under torch.compile]
+        return _eager_apply(_PSum, x, proc)
+    out: torch.Tensor = _PSum.apply(x, proc)
     return out
 
 
-class _AllGatherBase(torch.autograd.Function):
+class _AllGather(torch.autograd.Function):
     """Stack ``x`` from every process of the group (new leading dim, rank order)."""
 
     @staticmethod
@@ -345,6 +357,10 @@ class _AllGatherBase(torch.autograd.Function):
         return _psum_scatter(g, ctx.proc), None
 
     @staticmethod
+    def jvp(ctx: Any, t: torch.Tensor, _: Any) -> torch.Tensor:
+        return _gather(t, ctx.proc)
+
+    @staticmethod
     def vmap(
         info: Any, in_dims: tuple[int | None, None], x: torch.Tensor, proc: ProcessAxis
     ) -> tuple[torch.Tensor, int | None]:
@@ -352,18 +368,14 @@ class _AllGatherBase(torch.autograd.Function):
         return _gather(x, proc), None if x_dim is None else x_dim + 1
 
 
-class _AllGather(_AllGatherBase):
-    @staticmethod
-    def jvp(ctx: Any, t: torch.Tensor, _: Any) -> torch.Tensor:
-        return _gather(t, ctx.proc)
-
-
 def _gather(x: torch.Tensor, proc: ProcessAxis) -> torch.Tensor:
-    out: torch.Tensor = (_AllGatherBase if _compiling() else _AllGather).apply(x, proc)
+    if _compiling():  # NOTE [pmap under torch.compile]
+        return _eager_apply(_AllGather, x, proc)
+    out: torch.Tensor = _AllGather.apply(x, proc)
     return out
 
 
-class _PSumScatterBase(torch.autograd.Function):
+class _PSumScatter(torch.autograd.Function):
     """Process ``r`` gets ``sum_j x_j[r]``: the transpose of ``all_gather``."""
 
     @staticmethod
@@ -379,6 +391,10 @@ class _PSumScatterBase(torch.autograd.Function):
         return _gather(g, ctx.proc), None
 
     @staticmethod
+    def jvp(ctx: Any, t: torch.Tensor, _: Any) -> torch.Tensor:
+        return _psum_scatter(t, ctx.proc)
+
+    @staticmethod
     def vmap(
         info: Any, in_dims: tuple[int | None, None], x: torch.Tensor, proc: ProcessAxis
     ) -> tuple[torch.Tensor, int | None]:
@@ -388,14 +404,10 @@ class _PSumScatterBase(torch.autograd.Function):
         return _psum_scatter(x, proc), None if x_dim is None else x_dim - 1
 
 
-class _PSumScatter(_PSumScatterBase):
-    @staticmethod
-    def jvp(ctx: Any, t: torch.Tensor, _: Any) -> torch.Tensor:
-        return _psum_scatter(t, ctx.proc)
-
-
 def _psum_scatter(x: torch.Tensor, proc: ProcessAxis) -> torch.Tensor:
-    out: torch.Tensor = (_PSumScatterBase if _compiling() else _PSumScatter).apply(x, proc)
+    if _compiling():  # NOTE [pmap under torch.compile]
+        return _eager_apply(_PSumScatter, x, proc)
+    out: torch.Tensor = _PSumScatter.apply(x, proc)
     return out
 
 
