@@ -142,29 +142,33 @@ def prepare_inputs(
     complex_ok: bool = True,
 ) -> Inputs:
     inputs = Inputs(args, argnums)
+    primals = inputs.primals
     for k in inputs.positions:
         arg = args[k]
-        floats, part = _pytree.partition(arg, _pytree.is_float_like)
-        if len(floats) != len(part.leaves):
-            picked = set(part.picked)
-            for i, leaf in enumerate(part.leaves):
-                if i not in picked:
-                    _check_constant_leaf(call, k, arg, i, leaf, allow_int)
-        lo = len(inputs.primals)
-        primals = inputs.primals
-        for i, leaf in zip(part.picked, floats):
+        lo = len(primals)
+        if type(arg) is torch.Tensor:  # a bare tensor: no flatten
+            leaves: list[Any] = [arg]
+            spec = None
+        else:
+            leaves, spec = _pytree.flatten(arg)
+        picked = []
+        for i, leaf in enumerate(leaves):
             if (  # the common case, checked cheaply: a dense real floating tensor
-                not holomorphic
-                and isinstance(leaf, torch.Tensor)
+                isinstance(leaf, torch.Tensor)
                 and leaf.is_floating_point()
+                and not holomorphic
                 and leaf.layout is _STRIDED
                 and not leaf.is_nested
             ):
                 primals.append(leaf)
-            else:
+            elif _pytree.is_float_like(leaf):
                 primals.append(_as_primal(call, k, arg, i, leaf, holomorphic, complex_ok))
-        inputs.parts.append(part)
-        inputs.spans[k] = (lo, len(inputs.primals))
+            else:
+                _check_constant_leaf(call, k, arg, i, leaf, allow_int)
+                continue
+            picked.append(i)
+        inputs.parts.append(_pytree.Partition(spec, leaves, picked))
+        inputs.spans[k] = (lo, len(primals))
     return inputs
 
 
@@ -293,8 +297,12 @@ class Reverse:
             grads = self._vjp(tuple(cts))
             return tuple([materialize(conj_if_complex(g)) for g in grads])
         # the tape runs eagerly (never under torch.compile): no compile check per leaf
-        grads = self._tape_pull(cts, keep=keep, batched=False)
-        return tuple([_dense(conj_if_complex(g)) for g in grads])
+        out = []
+        for g in self._tape_pull(cts, keep=keep, batched=False):
+            if g.is_complex():
+                g = g.conj().resolve_conj()
+            out.append(torch.zeros_like(g) if hooks.is_zero_tensor(g) else g)
+        return tuple(out)
 
     def pull_batched(self, cts: Sequence[torch.Tensor], call: str) -> tuple[torch.Tensor, ...]:
         """``pull`` of cotangents stacked on axis 0: one ``J^T ct`` per row."""
@@ -415,10 +423,19 @@ def _compiled_gradient(
 # is constant), which either agrees (zeros) or raises its clear error. A write into a tensor the
 # function closes over is refused by torch.func but not seen by the tape (docs/sharp_edges.md).
 def _tape_forward(fn: FlatFn, primals: Sequence[torch.Tensor], has_aux: bool) -> Reverse:
+    connected = False  # an argument requires grad: the result stays connected (NOTE [outer ...])
+    leaves = []
     with torch.enable_grad():  # NOTE [grad mode]
-        leaves = [_tape_leaf(p) for p in primals]
+        for x in primals:  # a fresh tape leaf per primal
+            if x.requires_grad:
+                connected = True
+                leaves.append(x.view_as(x))
+            elif x.is_inference():  # NOTE [grad mode]: an inference tensor cannot be a leaf
+                leaves.append(x.clone().requires_grad_())
+            else:
+                leaves.append(x.detach().requires_grad_())
         outs, aux = fn(*leaves)
-    outer = bool(leaves) and _needs_outer_graph(primals, outs, leaves)
+    outer = bool(leaves) and torch.is_grad_enabled() and (connected or _reaches_outer(outs, leaves))
     if outer:
         rev = Reverse(outs, aux)
     else:
@@ -466,28 +483,14 @@ def _func_vjp(call: str, fn: FlatFn, primals: Sequence[torch.Tensor], has_aux: b
     return rev
 
 
-def _tape_leaf(x: torch.Tensor) -> torch.Tensor:
-    """A fresh tape leaf for ``x``; stays connected to outer autograd if ``x`` requires grad."""
-    if x.requires_grad:
-        return x.view_as(x)
-    if x.is_inference():  # NOTE [grad mode]: an inference tensor cannot become a tape leaf
-        return x.clone().requires_grad_()
-    return x.detach().requires_grad_()
-
-
 # NOTE [outer autograd]
 # Results stay connected to classic autograd outside the transform: if grad mode is on and an
 # argument, or a tensor the function's graph reaches (a captured parameter), requires grad, the
 # tape keeps the graph of the backward pass (create_graph=True) so an outer ``.backward()`` or
 # ``torch.autograd.grad`` flows through the gradient. Otherwise the graph is freed at once and
 # the outputs are detached.
-def _needs_outer_graph(
-    primals: Sequence[torch.Tensor], outs: Sequence[torch.Tensor], ours: Sequence[torch.Tensor]
-) -> bool:
-    if not torch.is_grad_enabled():
-        return False
-    if any([p.requires_grad for p in primals]):
-        return True
+def _reaches_outer(outs: Sequence[torch.Tensor], ours: Sequence[torch.Tensor]) -> bool:
+    """Whether the graph of ``outs`` reaches a tensor that requires grad other than ``ours``."""
     own = {id(x) for x in ours}
     leaf_node = hooks.ACCUMULATE_GRAD  # a type check, not getattr: a miss raised inside (slow)
     seen = set()
