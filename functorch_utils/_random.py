@@ -722,3 +722,322 @@ def normal(key: torch.Tensor, shape: Shape = (), dtype: Any = None) -> torch.Ten
     if not (dt.is_floating_point or dt.is_complex):
         raise_value(call, "dtype must be a float or complex dtype", "torch.float32", str(dt))
     return _normal(k, _prng.check_shape(call, shape), dt)
+
+
+# ---------------------------------------------------------------------------------------------
+# randint
+
+
+def _int_param(call: str, name: str, x: Any, device: torch.device) -> torch.Tensor:
+    """An integer bound as int64 (floats truncate toward zero, as JAX's ``astype(int)``)."""
+    if isinstance(x, torch.Tensor):
+        if x.is_complex():
+            raise_type(call, f"{name} must be an integer", "an int or a tensor", describe(x))
+        return x.to(device).to(torch.int64)
+    if isinstance(x, bool) or not isinstance(x, (numbers.Integral, numbers.Real)):
+        raise_type(call, f"{name} must be an integer", "an int or a tensor", describe(x))
+    v = int(x)
+    v = max(-(1 << 63), min((1 << 63) - 1, v))
+    return torch.tensor(v, dtype=torch.int64, device=device)
+
+
+_MIN64 = -(1 << 63)
+_MAX64 = (1 << 63) - 1
+
+
+def _ult(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Unsigned ``a < b`` for int64 bit patterns."""
+    return (a ^ _MIN64) < (b ^ _MIN64)
+
+
+def _urem64(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """Unsigned 64-bit ``x % s`` on int64 bit patterns (``s != 0``); torch has no uint64 rem."""
+    big = s < 0  # s >= 2**63: x < 2 * s, one subtraction at most
+    r_big = torch.where(_ult(x, s), x, x - s)
+    sp = torch.where(big, torch.ones_like(s), s)
+    r1 = (x & _MAX64) % sp
+    c = ((_MAX64 % sp) + 1) % sp  # 2**63 % s
+    t = r1 + c  # < 2 * s, may wrap past 2**63
+    t = torch.where(_ult(t, sp), t, t - sp)
+    return torch.where(big, r_big, torch.where(x >= 0, r1, t))
+
+
+def _randint(
+    k: torch.Tensor,
+    shape: tuple[int, ...],
+    lo: torch.Tensor,
+    hi: torch.Tensor,
+    nbits: int,
+) -> torch.Tensor:
+    """JAX's randint on int64 bounds for an int32 (nbits=32) or int64 (nbits=64) result."""
+    info_max = (1 << (nbits - 1)) - 1
+    info_min = -(1 << (nbits - 1))
+    oor = hi > info_max
+    lo = lo.clamp(info_min, info_max)
+    hi = hi.clamp(info_min, info_max)
+    k1, k2 = _split(k, (2,)).unbind(-2)
+    higher = _bits(k1, nbits, shape)
+    lower = _bits(k2, nbits, shape)
+    if nbits == 32:
+        higher = higher.to(torch.int64) & _MASK32
+        lower = lower.to(torch.int64) & _MASK32
+        span = (hi - lo) & _MASK32
+        span = torch.where(hi <= lo, torch.ones_like(span), span)
+        span = torch.where(oor & (hi > lo), (span + 1) & _MASK32, span)
+        safe = torch.where(span == 0, torch.ones_like(span), span)
+        mult = ((65536 % safe) ** 2 & _MASK32) % safe  # uint32: 2**16 * 2**16 wraps to 0
+        off = ((higher % safe) * mult + lower % safe) & _MASK32
+        off = torch.where(span == 0, lower, off % safe)
+        out = (lo + off) & _MASK32
+        return ((out ^ (1 << 31)) - (1 << 31)).to(torch.int32)
+    span = hi - lo  # wraps: the uint64 difference
+    span = torch.where(hi <= lo, torch.ones_like(span), span)
+    span = torch.where(oor & (hi > lo), span + 1, span)
+    safe = torch.where(span == 0, torch.ones_like(span), span)
+    mult = _urem64(torch.full_like(safe, 1 << 32), safe)
+    mult = _urem64(mult * mult, safe)
+    off = _urem64(higher, safe) * mult + _urem64(lower, safe)
+    off = torch.where(span == 0, lower, _urem64(off, safe))
+    return lo + off
+
+
+def randint(
+    key: torch.Tensor,
+    shape: Shape,
+    minval: Any,
+    maxval: Any,
+    dtype: Any = None,
+) -> torch.Tensor:
+    """Uniform integers in ``[minval, maxval)``: ``jax.random.randint``, bit for bit.
+
+    JAX's algorithm (two 32- or 64-bit words per value, reduced modulo the span, slightly
+    biased when the span is not a power of two). ``maxval <= minval`` gives ``minval``.
+
+    Args:
+        key: a single key.
+        shape: the output shape; ``minval``/``maxval`` broadcast to it.
+        minval: inclusive lower bound (int or integer tensor).
+        maxval: exclusive upper bound.
+        dtype: ``torch.int32`` by default (JAX's default mode); ``torch.int64`` reproduces JAX
+            with ``jax_enable_x64`` (64-bit words); int8/int16/uint8 sample in int32.
+
+    Example:
+        >>> from functorch_utils import random
+        >>> random.randint(random.key(0), (5,), 0, 10)
+        tensor([9, 1, 1, 3, 7], dtype=torch.int32)
+    """
+    call = "random.randint(key, shape, minval, maxval, dtype)"
+    k = _check_any_key(call, key)
+    dt = _int_dtype(call, dtype)
+    shape_t = _prng.check_shape(call, shape)
+    _check_broadcast(call, shape_t, minval, maxval)
+    lo = _int_param(call, "minval", minval, k.device)
+    hi = _int_param(call, "maxval", maxval, k.device)
+    if dt == torch.int64:
+        return _randint(k, shape_t, lo, hi, 64).expand(shape_t).clone()
+    if dt != torch.int32:
+        info = torch.iinfo(dt)
+        lo = _wrap32(lo).clamp(info.min, info.max)
+        hi = _wrap32(hi).clamp(info.min, info.max + 1)
+    return _randint(k, shape_t, lo, hi, 32).expand(shape_t).to(dt)
+
+
+def _wrap32(x: torch.Tensor) -> torch.Tensor:
+    """``astype(int32)``: the low 32 bits as a signed value (in int64)."""
+    return ((x & _MASK32) ^ (1 << 31)) - (1 << 31)
+
+
+# ---------------------------------------------------------------------------------------------
+# Continuous samplers built on uniform
+
+
+def _float_param(call: str, name: str, x: Any, dtype: torch.dtype, device: torch.device) -> Any:
+    if isinstance(x, torch.Tensor) and (x.is_complex() or x.dtype == torch.bool):
+        raise_type(call, f"{name} must be real", "a float or a real tensor", describe(x))
+    return _param(x, dtype, device)
+
+
+def _default_shape(call: str, shape: Any, *params: Any) -> tuple[int, ...]:
+    if shape is None:
+        return tuple(torch.broadcast_shapes(*[_shape_of(p) for p in params]))
+    shape_t = _prng.check_shape(call, shape)
+    _check_broadcast(call, shape_t, *params)
+    return shape_t
+
+
+def truncated_normal(
+    key: torch.Tensor,
+    lower: Any,
+    upper: Any,
+    shape: Shape | None = None,
+    dtype: Any = None,
+) -> torch.Tensor:
+    """Standard normal draws truncated to ``(lower, upper)``: ``jax.random.truncated_normal``.
+
+    ``sqrt(2) * erfinv(u)`` with ``u`` uniform in ``[erf(lower/sqrt2), erf(upper/sqrt2))``,
+    clipped to the open interval. Differentiable in ``lower`` and ``upper``.
+
+    Example:
+        >>> from functorch_utils import random
+        >>> x = random.truncated_normal(random.key(0), -1.0, 1.0, (1000,))
+        >>> bool((x > -1).all() and (x < 1).all())
+        True
+    """
+    call = "random.truncated_normal(key, lower, upper, shape, dtype)"
+    k = _check_any_key(call, key)
+    dt = _float_dtype(call, dtype)
+    shape_t = _default_shape(call, shape, lower, upper)
+    lo = _float_param(call, "lower", lower, dt, k.device)
+    hi = _float_param(call, "upper", upper, dt, k.device)
+    sqrt2 = torch.tensor(math.sqrt(2), dtype=dt, device=k.device)
+    a = torch.erf(lo / sqrt2)
+    b = torch.erf(hi / sqrt2)
+    f = _unit_floats(k, shape_t, dt)
+    u = _scale(f, a, b, exact=dt not in (torch.float32, torch.float64))
+    out = sqrt2 * _erfinv(u)
+    inf = torch.tensor(math.inf, dtype=dt, device=k.device)
+    return torch.minimum(
+        torch.maximum(out, torch.nextafter(lo.detach(), inf)), torch.nextafter(hi.detach(), -inf)
+    )
+
+
+def bernoulli(
+    key: torch.Tensor,
+    p: Any = 0.5,
+    shape: Shape | None = None,
+    mode: Literal["low", "high"] = "low",
+) -> torch.Tensor:
+    """Boolean draws that are ``True`` with probability ``p``: ``jax.random.bernoulli``.
+
+    Args:
+        key: a single key.
+        p: probability, a float or a floating tensor (its dtype sets the uniform's dtype).
+        shape: the output shape (default ``p``'s shape).
+        mode: ``"low"`` (one uniform per value) or ``"high"`` (two, for tiny ``p``).
+
+    Example:
+        >>> from functorch_utils import random
+        >>> random.bernoulli(random.key(0), 0.5, (4,))
+        tensor([False, False,  True,  True])
+    """
+    call = "random.bernoulli(key, p, shape, mode)"
+    k = _check_any_key(call, key)
+    if mode not in ("low", "high"):
+        raise_value(call, "mode must be 'low' or 'high'", "'low' or 'high'", repr(mode))
+    if isinstance(p, torch.Tensor):
+        if not p.is_floating_point():
+            raise_type(
+                call,
+                "p must have a floating dtype",
+                "a float or a floating tensor",
+                describe(p),
+                "Convert it, e.g. p.float().",
+            )
+        pt = p.to(k.device)
+    elif isinstance(p, (float, int)) and not isinstance(p, bool):
+        pt = torch.tensor(float(p), dtype=torch.get_default_dtype(), device=k.device)
+    else:
+        raise_type(call, "p must be a probability", "a float or a floating tensor", describe(p))
+    shape_t = tuple(pt.shape) if shape is None else _prng.check_shape(call, shape)
+    if shape is not None:
+        _check_broadcast(call, shape_t, pt)
+    if mode == "high":
+        u1, u2 = _unit_floats(k, (2, *shape_t), pt.dtype).unbind(0)
+        u2 = u2 * 2.0 ** -_finfo_nmant(pt.dtype)
+        return u2 < pt - u1
+    return _unit_floats(k, shape_t, pt.dtype) < pt
+
+
+def _gumbel(
+    k: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype, mode: str
+) -> torch.Tensor:
+    tiny = torch.finfo(dtype).tiny
+    if mode == "high":
+        high, low = _unit_floats(k, (2, *shape), dtype).unbind(0)
+        x = torch.where(high >= 0.5, high, high + 2.0 ** -_finfo_nmant(dtype) * low + tiny)
+        return -torch.log(-torch.log1p(-x))
+    u = _uniform(k, shape, dtype, tiny, 1.0)
+    return -torch.log(-torch.log(u))
+
+
+def _gumbel_mode(call: str, mode: Any) -> str:
+    if mode is None:
+        return "low"
+    if mode not in ("low", "high"):
+        raise_value(
+            call,
+            "mode must be 'low' or 'high'",
+            "None, 'low' or 'high'",
+            repr(mode),
+            "JAX's float32-only 'highest' mode is not provided; 'high' resolves to ~1e-14.",
+        )
+    return str(mode)
+
+
+def gumbel(
+    key: torch.Tensor, shape: Shape = (), dtype: Any = None, mode: str | None = None
+) -> torch.Tensor:
+    """Standard Gumbel draws, ``-log(-log(u))``: ``jax.random.gumbel``.
+
+    Args:
+        key: a single key.
+        shape: the output shape.
+        dtype: a float dtype.
+        mode: ``"low"`` (default, one uniform per value) or ``"high"`` (two, for a larger
+            dynamic range).
+
+    Example:
+        >>> from functorch_utils import random
+        >>> random.gumbel(random.key(0), (3,))
+        tensor([ 2.9313,  3.7671, -0.0965])
+    """
+    call = "random.gumbel(key, shape, dtype, mode)"
+    k = _check_any_key(call, key)
+    dt = _float_dtype(call, dtype)
+    return _gumbel(k, _prng.check_shape(call, shape), dt, _gumbel_mode(call, mode))
+
+
+def exponential(key: torch.Tensor, shape: Shape = (), dtype: Any = None) -> torch.Tensor:
+    """Standard exponential draws, ``-log1p(-u)``: ``jax.random.exponential``.
+
+    Example:
+        >>> from functorch_utils import random
+        >>> random.exponential(random.key(0), (3,))
+        tensor([2.9610, 3.8405, 0.4035])
+    """
+    call = "random.exponential(key, shape, dtype)"
+    k = _check_any_key(call, key)
+    dt = _float_dtype(call, dtype)
+    u = _uniform(k, _prng.check_shape(call, shape), dt)
+    return -torch.log1p(-u)
+
+
+def laplace(key: torch.Tensor, shape: Shape = (), dtype: Any = None) -> torch.Tensor:
+    """Standard Laplace draws: ``jax.random.laplace``.
+
+    Example:
+        >>> from functorch_utils import random
+        >>> random.laplace(random.key(0), (3,))
+        tensor([ 2.2679,  3.1474, -0.4068])
+    """
+    call = "random.laplace(key, shape, dtype)"
+    k = _check_any_key(call, key)
+    dt = _float_dtype(call, dtype)
+    epsneg = 2.0 ** -(_finfo_nmant(dt) + 1)
+    u = _uniform(k, _prng.check_shape(call, shape), dt, -1.0 + epsneg, 1.0)
+    return torch.sign(u) * torch.log1p(-torch.abs(u))
+
+
+def logistic(key: torch.Tensor, shape: Shape = (), dtype: Any = None) -> torch.Tensor:
+    """Standard logistic draws, ``log(u) - log1p(-u)``: ``jax.random.logistic``.
+
+    Example:
+        >>> from functorch_utils import random
+        >>> random.logistic(random.key(0), (3,))
+        tensor([ 2.8993,  3.8190, -0.6979])
+    """
+    call = "random.logistic(key, shape, dtype)"
+    k = _check_any_key(call, key)
+    dt = _float_dtype(call, dtype)
+    x = _uniform(k, _prng.check_shape(call, shape), dt, torch.finfo(dt).tiny, 1.0)
+    return torch.log(x) - torch.log1p(-x)
