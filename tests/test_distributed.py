@@ -46,7 +46,7 @@ def _spawn(world: int, tmp: Path) -> dict[int, dict[str, str]]:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-        )  # fmt: skip
+        )
         for r in range(world)
     ]
     logs: list[str] = []
