@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-from typing import Any
 
 import torch
 import torch.distributed as dist
