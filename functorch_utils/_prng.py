@@ -214,9 +214,7 @@ def check_shape(call: str, shape: Any, name: str = "shape") -> tuple[int, ...]:
 # Counters, split, fold_in, bits
 
 
-def _counters(
-    shape: tuple[int, ...], device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _counters(shape: tuple[int, ...], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """JAX's ``iota_2x32_shape``: the high and low words of each element's flat index."""
     n = math.prod(shape)
     if n <= 1 << 31:
@@ -228,9 +226,7 @@ def _counters(
     return hi, lo.to(torch.int32)
 
 
-def _blocks(
-    key: torch.Tensor, shape: tuple[int, ...]
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _blocks(key: torch.Tensor, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
     """The two threefry output words for every element of ``shape``; keys may be batched."""
     k0, k1 = key_words(key)
     if k0.ndim:  # a batch of keys (internal use): keys lead, the sample shape follows

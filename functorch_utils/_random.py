@@ -337,7 +337,7 @@ def fold_in(key: torch.Tensor, data: int | torch.Tensor) -> torch.Tensor:
     Example:
         >>> from functorch_utils import random
         >>> random.fold_in(random.key(0), 7)
-        tensor([3101278402,  734856282], dtype=torch.uint32)
+        tensor([2716826189,  292468403], dtype=torch.uint32)
     """
     call = "random.fold_in(key, data)"
     k = _check_any_key(call, key)
@@ -432,7 +432,7 @@ def bits(key: torch.Tensor, shape: Shape = (), dtype: Any = None) -> torch.Tenso
     Example:
         >>> from functorch_utils import random
         >>> random.bits(random.key(0), (3,))
-        tensor([2716822802, 1090710939, 3883046383], dtype=torch.uint32)
+        tensor([4070199207, 4202968722, 1427181096], dtype=torch.uint32)
     """
     call = "random.bits(key, shape, dtype)"
     k = _check_any_key(call, key)
@@ -534,16 +534,17 @@ def _is_pow2_span(minval: Any, maxval: Any, dtype: torch.dtype) -> bool:
     return span == 0.0 or (math.isfinite(span) and abs(math.frexp(span)[0]) == 0.5)
 
 
-def _scale(
-    f: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, exact: bool
-) -> torch.Tensor:
+def _scale(f: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, exact: bool) -> torch.Tensor:
     """JAX's ``max(minval, f * (maxval - minval) + minval)``, rounding as XLA does."""
     span = hi - lo
     y = f * span + lo
     if not exact and f.dtype in (torch.float32, torch.float64):
         fused = _fma(f, span.detach(), lo.detach())
-        y = fused + (y - y.detach()) if (lo.requires_grad or hi.requires_grad or
-                                         _torch_hooks.current_level() is not None) else fused
+        y = (
+            fused + (y - y.detach())
+            if (lo.requires_grad or hi.requires_grad or _torch_hooks.current_level() is not None)
+            else fused
+        )
     return torch.maximum(lo, y)
 
 
@@ -607,39 +608,91 @@ def uniform(
 # normal draws: float32 99% bit-equal, at most 2 ulps; float64 88% bit-equal, at most ~21 ulps
 # (the remaining differences come from torch's ``log1p`` and ``sqrt`` vs XLA's).
 _F32_LT = (
-    2.81022636e-08, 3.43273939e-07, -3.5233877e-06, -4.39150654e-06, 0.00021858087,
-    -0.00125372503, -0.00417768164, 0.246640727, 1.50140941,
+    2.81022636e-08,
+    3.43273939e-07,
+    -3.5233877e-06,
+    -4.39150654e-06,
+    0.00021858087,
+    -0.00125372503,
+    -0.00417768164,
+    0.246640727,
+    1.50140941,
 )
 _F32_GE = (
-    -0.000200214257, 0.000100950558, 0.00134934322, -0.00367342844, 0.00573950773,
-    -0.0076224613, 0.00943887047, 1.00167406, 2.83297682,
+    -0.000200214257,
+    0.000100950558,
+    0.00134934322,
+    -0.00367342844,
+    0.00573950773,
+    -0.0076224613,
+    0.00943887047,
+    1.00167406,
+    2.83297682,
 )
 _F64_A = (
-    -3.6444120640178196996e-21, -1.685059138182016589e-19, 1.2858480715256400167e-18,
-    1.115787767802518096e-17, -1.333171662854620906e-16, 2.0972767875968561637e-17,
-    6.6376381343583238325e-15, -4.0545662729752068639e-14, -8.1519341976054721522e-14,
-    2.6335093153082322977e-12, -1.2975133253453532498e-11, -5.4154120542946279317e-11,
-    1.051212273321532285e-09, -4.1126339803469836976e-09, -2.9070369957882005086e-08,
-    4.2347877827932403518e-07, -1.3654692000834678645e-06, -1.3882523362786468719e-05,
-    0.0001867342080340571352, -0.00074070253416626697512, -0.0060336708714301490533,
-    0.24015818242558961693, 1.6536545626831027356,
+    -3.6444120640178196996e-21,
+    -1.685059138182016589e-19,
+    1.2858480715256400167e-18,
+    1.115787767802518096e-17,
+    -1.333171662854620906e-16,
+    2.0972767875968561637e-17,
+    6.6376381343583238325e-15,
+    -4.0545662729752068639e-14,
+    -8.1519341976054721522e-14,
+    2.6335093153082322977e-12,
+    -1.2975133253453532498e-11,
+    -5.4154120542946279317e-11,
+    1.051212273321532285e-09,
+    -4.1126339803469836976e-09,
+    -2.9070369957882005086e-08,
+    4.2347877827932403518e-07,
+    -1.3654692000834678645e-06,
+    -1.3882523362786468719e-05,
+    0.0001867342080340571352,
+    -0.00074070253416626697512,
+    -0.0060336708714301490533,
+    0.24015818242558961693,
+    1.6536545626831027356,
 )
 _F64_B = (
-    2.2137376921775787049e-09, 9.0756561938885390979e-08, -2.7517406297064545428e-07,
-    1.8239629214389227755e-08, 1.5027403968909827627e-06, -4.013867526981545969e-06,
-    2.9234449089955446044e-06, 1.2475304481671778723e-05, -4.7318229009055733981e-05,
-    6.8284851459573175448e-05, 2.4031110387097893999e-05, -0.0003550375203628474796,
-    0.00095328937973738049703, -0.0016882755560235047313, 0.0024914420961078508066,
-    -0.0037512085075692412107, 0.005370914553590063617, 1.0052589676941592334,
+    2.2137376921775787049e-09,
+    9.0756561938885390979e-08,
+    -2.7517406297064545428e-07,
+    1.8239629214389227755e-08,
+    1.5027403968909827627e-06,
+    -4.013867526981545969e-06,
+    2.9234449089955446044e-06,
+    1.2475304481671778723e-05,
+    -4.7318229009055733981e-05,
+    6.8284851459573175448e-05,
+    2.4031110387097893999e-05,
+    -0.0003550375203628474796,
+    0.00095328937973738049703,
+    -0.0016882755560235047313,
+    0.0024914420961078508066,
+    -0.0037512085075692412107,
+    0.005370914553590063617,
+    1.0052589676941592334,
     3.0838856104922207635,
 )
 _F64_C = (
-    -2.7109920616438573243e-11, -2.5556418169965252055e-10, 1.5076572693500548083e-09,
-    -3.7894654401267369937e-09, 7.6157012080783393804e-09, -1.4960026627149240478e-08,
-    2.9147953450901080826e-08, -6.7711997758452339498e-08, 2.2900482228026654717e-07,
-    -9.9298272942317002539e-07, 4.5260625972231537039e-06, -1.9681778105531670567e-05,
-    7.5995277030017761139e-05, -0.00021503011930044477347, -0.00013871931833623122026,
-    1.0103004648645343977, 4.8499064014085844221,
+    -2.7109920616438573243e-11,
+    -2.5556418169965252055e-10,
+    1.5076572693500548083e-09,
+    -3.7894654401267369937e-09,
+    7.6157012080783393804e-09,
+    -1.4960026627149240478e-08,
+    2.9147953450901080826e-08,
+    -6.7711997758452339498e-08,
+    2.2900482228026654717e-07,
+    -9.9298272942317002539e-07,
+    4.5260625972231537039e-06,
+    -1.9681778105531670567e-05,
+    7.5995277030017761139e-05,
+    -0.00021503011930044477347,
+    -0.00013871931833623122026,
+    1.0103004648645343977,
+    4.8499064014085844221,
 )
 
 
@@ -663,9 +716,7 @@ def _erfinv(x: torch.Tensor) -> torch.Tensor:
         return _erfinv(x.float()).to(dtype)
     w = -torch.log1p(-(x * x))
     if dtype == torch.float32:
-        p = torch.where(
-            w < 5.0, _horner(_F32_LT, w - 2.5), _horner(_F32_GE, torch.sqrt(w) - 3.0)
-        )
+        p = torch.where(w < 5.0, _horner(_F32_LT, w - 2.5), _horner(_F32_GE, torch.sqrt(w) - 3.0))
     else:
         sw = torch.sqrt(w)
         p = torch.where(
@@ -734,7 +785,7 @@ def _int_param(call: str, name: str, x: Any, device: torch.device) -> torch.Tens
         if x.is_complex():
             raise_type(call, f"{name} must be an integer", "an int or a tensor", describe(x))
         return x.to(device).to(torch.int64)
-    if isinstance(x, bool) or not isinstance(x, (numbers.Integral, numbers.Real)):
+    if isinstance(x, bool) or not isinstance(x, (int, float, numbers.Integral)):
         raise_type(call, f"{name} must be an integer", "an int or a tensor", describe(x))
     v = int(x)
     v = max(-(1 << 63), min((1 << 63) - 1, v))
@@ -824,7 +875,7 @@ def randint(
     Example:
         >>> from functorch_utils import random
         >>> random.randint(random.key(0), (5,), 0, 10)
-        tensor([9, 1, 1, 3, 7], dtype=torch.int32)
+        tensor([9, 0, 2, 3, 1], dtype=torch.int32)
     """
     call = "random.randint(key, shape, minval, maxval, dtype)"
     k = _check_any_key(call, key)
@@ -885,7 +936,7 @@ def truncated_normal(
     """
     call = "random.truncated_normal(key, lower, upper, shape, dtype)"
     k = _check_any_key(call, key)
-    dt = _float_dtype(call, dtype)
+    dt = _param_dtype(call, dtype, lower, upper)
     shape_t = _default_shape(call, shape, lower, upper)
     lo = _float_param(call, "lower", lower, dt, k.device)
     hi = _float_param(call, "upper", upper, dt, k.device)
@@ -948,9 +999,7 @@ def bernoulli(
     return _unit_floats(k, shape_t, pt.dtype) < pt
 
 
-def _gumbel(
-    k: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype, mode: str
-) -> torch.Tensor:
+def _gumbel(k: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype, mode: str) -> torch.Tensor:
     tiny = torch.finfo(dtype).tiny
     if mode == "high":
         high, low = _unit_floats(k, (2, *shape), dtype).unbind(0)
@@ -989,7 +1038,7 @@ def gumbel(
     Example:
         >>> from functorch_utils import random
         >>> random.gumbel(random.key(0), (3,))
-        tensor([ 2.9313,  3.7671, -0.0965])
+        tensor([ 2.9234,  3.8326, -0.0969])
     """
     call = "random.gumbel(key, shape, dtype, mode)"
     k = _check_any_key(call, key)
@@ -1003,7 +1052,7 @@ def exponential(key: torch.Tensor, shape: Shape = (), dtype: Any = None) -> torc
     Example:
         >>> from functorch_utils import random
         >>> random.exponential(random.key(0), (3,))
-        tensor([2.9610, 3.8405, 0.4035])
+        tensor([2.9501, 3.8434, 0.4039])
     """
     call = "random.exponential(key, shape, dtype)"
     k = _check_any_key(call, key)
@@ -1018,7 +1067,7 @@ def laplace(key: torch.Tensor, shape: Shape = (), dtype: Any = None) -> torch.Te
     Example:
         >>> from functorch_utils import random
         >>> random.laplace(random.key(0), (3,))
-        tensor([ 2.2679,  3.1474, -0.4068])
+        tensor([-2.2570, -3.1503,  0.4086])
     """
     call = "random.laplace(key, shape, dtype)"
     k = _check_any_key(call, key)
@@ -1034,10 +1083,639 @@ def logistic(key: torch.Tensor, shape: Shape = (), dtype: Any = None) -> torch.T
     Example:
         >>> from functorch_utils import random
         >>> random.logistic(random.key(0), (3,))
-        tensor([ 2.8993,  3.8190, -0.6979])
+        tensor([ 2.8964,  3.8218, -0.6978])
     """
     call = "random.logistic(key, shape, dtype)"
     k = _check_any_key(call, key)
     dt = _float_dtype(call, dtype)
     x = _uniform(k, _prng.check_shape(call, shape), dt, torch.finfo(dt).tiny, 1.0)
     return torch.log(x) - torch.log1p(-x)
+
+
+# ---------------------------------------------------------------------------------------------
+# gamma family (Marsaglia-Tsang, implicit reparameterisation)
+
+
+def _where_key(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``torch.where`` for key tensors (uint32 has no ``where`` on CPU): select on the int32 view."""
+    out = torch.where(mask.unsqueeze(-1), a.view(torch.int32), b.view(torch.int32))
+    return out.view(_prng.KEY_DTYPE)
+
+
+def _gamma_one(keys: torch.Tensor, alpha: torch.Tensor, log_space: bool) -> torch.Tensor:
+    """One Gamma(alpha[i]) draw per key ``keys[i]``, exactly JAX's ``_gamma_one`` loop per element.
+
+    See NOTE [rejection loops]: all elements run together, finished ones keep their state.
+    """
+    dtype = alpha.dtype
+    boost_mask = alpha >= 1.0
+    alpha_b = torch.where(boost_mask, alpha, alpha + 1.0)
+    d = alpha_b - torch.tensor(1.0 / 3.0, dtype=dtype, device=alpha.device)
+    c = torch.tensor(1.0 / 3.0, dtype=dtype, device=alpha.device) / torch.sqrt(d)
+    key, subkey = _split(keys, (2,)).unbind(-2)
+
+    def accept_test(X: torch.Tensor, V: torch.Tensor, U: torch.Tensor) -> torch.Tensor:
+        # JAX loops *while* this holds (the draw is rejected).
+        return (U >= 1.0 - 0.0331 * (X * X)) & (
+            torch.log(U) >= X * 0.5 + d * ((1.0 - V) + torch.log(V))
+        )
+
+    X = torch.zeros_like(alpha)
+    V = torch.ones_like(alpha)
+    U = torch.full_like(alpha, 2.0)
+    active = accept_test(X, V, U)
+    while _any(active):
+        key_n, x_key, u_key = _split(key, (3,)).unbind(-2)
+        x = torch.zeros_like(alpha)
+        v = torch.full_like(alpha, -1.0)
+        inner = active & (v <= 0.0)
+        while _any(inner):
+            x_key_n, sub = _split(x_key, (2,)).unbind(-2)
+            xn = _normal_real(sub, (), dtype)
+            vn = 1.0 + xn * c
+            x_key = _where_key(inner, x_key_n, x_key)
+            x = torch.where(inner, xn, x)
+            v = torch.where(inner, vn, v)
+            inner = active & (v <= 0.0)
+        Un = _uniform(u_key, (), dtype)
+        key = _where_key(active, key_n, key)
+        X = torch.where(active, x * x, X)
+        V = torch.where(active, (v * v) * v, V)
+        U = torch.where(active, Un, U)
+        active = active & accept_test(X, V, U)
+    zero = torch.zeros((), dtype=dtype, device=alpha.device)
+    if log_space:
+        log_samples = torch.log1p(-_uniform(subkey, (), dtype))  # -exponential(subkey)
+        log_boost = torch.where(boost_mask | (log_samples == 0), zero, log_samples * (1.0 / alpha))
+        return (torch.log(d) + torch.log(V)) + log_boost
+    samples = 1.0 - _uniform(subkey, (), dtype)
+    boost = torch.where(boost_mask, zero + 1.0, torch.pow(samples, 1.0 / alpha))
+    return (d * V) * boost
+
+
+# NOTE [gamma's implicit reparameterisation]
+# As JAX, the derivative of a sample x ~ Gamma(a) with respect to a is the implicit one: with u
+# fixed, P(a, x) = u (the regularised lower incomplete gamma function), so
+# dx/da = -(dP/da) / (dP/dx) and dP/dx = x**(a-1) exp(-x) / Gamma(a). dP/da comes from the
+# series P = x**a exp(-x) / Gamma(a+1) * sum_n x**n / ((a+1)...(a+n)) when x <= max(1, a),
+# and from the continued fraction of Q = 1 - P (Cephes' igamc) otherwise, each differentiated
+# term by term in float64. The sample is returned as
+# ``x + (a - a.detach()) * dx_da.detach()``: the value is x exactly, and reverse and forward
+# mode (and vmap over either) see dx/da. Derivatives of second order through the sampler are
+# not provided (they come out as zero).
+
+
+def _series_dx_da(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    term = torch.ones_like(x)
+    dterm = torch.zeros_like(x)
+    total = torch.ones_like(x)
+    dtotal = torch.zeros_like(x)
+    r = a.clone()
+    for i in range(2000):
+        r = r + 1.0
+        dterm = dterm * (x / r) - term * x / (r * r)
+        term = term * (x / r)
+        total = total + term
+        dtotal = dtotal + dterm
+        if i % 16 == 15 and not _any(
+            (term.abs() > 1e-17 * total.abs()) | (dterm.abs() > 1e-17 * dtotal.abs())
+        ):
+            break
+    dlog = torch.log(x) - torch.special.digamma(a + 1.0)
+    return -(x / a) * (dtotal + total * dlog)
+
+
+def _cf_dx_da(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    big, biginv = 4503599627370496.0, 2.220446049250313e-16
+    y = 1.0 - a
+    z = x + y + 1.0
+    c = torch.zeros_like(x)
+    pkm2, dpkm2 = torch.ones_like(x), torch.zeros_like(x)
+    qkm2, dqkm2 = x, torch.zeros_like(x)
+    pkm1, dpkm1 = x + 1.0, torch.zeros_like(x)
+    qkm1, dqkm1 = z * x, -x
+    ans = pkm1 / qkm1
+    dans = (dpkm1 - ans * dqkm1) / qkm1
+    for i in range(2000):
+        c = c + 1.0
+        y = y + 1.0
+        z = z + 2.0
+        yc = y * c
+        pk = pkm1 * z - pkm2 * yc
+        qk = qkm1 * z - qkm2 * yc
+        dpk = dpkm1 * z - pkm1 - dpkm2 * yc + pkm2 * c
+        dqk = dqkm1 * z - qkm1 - dqkm2 * yc + qkm2 * c
+        ok = qk != 0
+        qs = torch.where(ok, qk, torch.ones_like(qk))
+        r = pk / qs
+        dr = (dpk - r * dqk) / qs
+        change = torch.where(ok, (ans - r).abs() + (dans - dr).abs(), torch.zeros_like(r))
+        ans = torch.where(ok, r, ans)
+        dans = torch.where(ok, dr, dans)
+        pkm2, pkm1, qkm2, qkm1 = pkm1, pk, qkm1, qk
+        dpkm2, dpkm1, dqkm2, dqkm1 = dpkm1, dpk, dqkm1, dqk
+        scale = torch.where(pk.abs() > big, biginv, 1.0)
+        pkm2, pkm1, qkm2, qkm1 = pkm2 * scale, pkm1 * scale, qkm2 * scale, qkm1 * scale
+        dpkm2, dpkm1, dqkm2, dqkm1 = dpkm2 * scale, dpkm1 * scale, dqkm2 * scale, dqkm1 * scale
+        if i % 16 == 15 and not _any(change > 1e-16 * (ans.abs() + dans.abs())):
+            break
+    return x * ((torch.log(x) - torch.special.digamma(a)) * ans + dans)
+
+
+def _gamma_dx_da(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """dx/da of a Gamma(a) sample x (see NOTE [gamma's implicit reparameterisation])."""
+    a64, x64 = a.detach().double(), x.detach().double()
+    tiny = torch.finfo(torch.float64).tiny
+    x64 = x64.clamp_min(tiny)
+    use_cf = (x64 > 1.0) & (x64 > a64)
+    one = torch.ones_like(x64)
+    series = _series_dx_da(a64, torch.where(use_cf, one * 0.5, x64))
+    cf = _cf_dx_da(a64, torch.where(use_cf, x64, a64 + 2.0))
+    return torch.where(use_cf, cf, series).to(x.dtype)
+
+
+def _gamma(
+    k: torch.Tensor, a: torch.Tensor, shape: tuple[int, ...], log_space: bool
+) -> torch.Tensor:
+    """Gamma (or log-gamma) draws of shape ``shape``; ``a`` broadcasts to it. Differentiable in a."""
+    a = a.broadcast_to(shape)
+    n = math.prod(shape)
+    if n == 0:
+        return torch.empty(shape, dtype=a.dtype, device=k.device)
+    keys = _split(k, (n,))
+    flat = a.reshape(n)
+    x = _gamma_one(keys, flat.detach(), log_space)
+    if _torch_hooks.carries_derivative(flat):
+        if log_space:
+            sample = torch.exp(x).clamp_min(torch.finfo(x.dtype).tiny)
+            g = _gamma_dx_da(flat, sample) / sample
+        else:
+            g = _gamma_dx_da(flat, x)
+        x = x + (flat - flat.detach()) * g.detach()
+    return x.reshape(shape)
+
+
+def _param_dtype(call: str, dtype: Any, *params: Any) -> torch.dtype:
+    """``dtype``, else the floating dtype of the tensor parameters, else the default dtype."""
+    if dtype is None:
+        for p in params:
+            if isinstance(p, torch.Tensor) and p.is_floating_point():
+                return p.dtype
+    return _float_dtype(call, dtype)
+
+
+def _gamma_args(
+    call: str, key: Any, a: Any, shape: Any, dtype: Any
+) -> tuple[torch.Tensor, torch.Tensor, tuple[int, ...]]:
+    k = _check_any_key(call, key)
+    dt = _param_dtype(call, dtype, a)
+    at = _float_param(call, "a", a, dt, k.device)
+    shape_t = _default_shape(call, shape, at)
+    return k, at, shape_t
+
+
+def gamma(key: torch.Tensor, a: Any, shape: Shape | None = None, dtype: Any = None) -> torch.Tensor:
+    """Standard Gamma(a) draws (unit rate): ``jax.random.gamma``.
+
+    Marsaglia and Tsang's method, run per element with JAX's key derivation, so that draws equal
+    JAX's up to ulps (and, rarely, a different accept/reject decision where a value sits at an
+    acceptance boundary). Differentiable in ``a`` by implicit reparameterisation, as JAX.
+    Runs eagerly (its rejection loop reads the data: a graph break under ``jit``).
+
+    Args:
+        key: a single key.
+        a: shape parameter, positive (a float or a tensor).
+        shape: output shape (default ``a``'s shape).
+        dtype: float dtype.
+
+    Example:
+        >>> import torch
+        >>> from functorch_utils import grad, random
+        >>> k = random.key(0)
+        >>> random.gamma(k, torch.tensor([0.5, 2.0]))
+        tensor([0.8846, 1.7599])
+        >>> grad(lambda a: random.gamma(k, a).sum())(torch.tensor([0.5, 2.0]))
+        tensor([1.7750, 1.0179])
+    """
+    k, at, shape_t = _gamma_args("random.gamma(key, a, shape, dtype)", key, a, shape, dtype)
+    return _gamma(k, at, shape_t, log_space=False)
+
+
+def loggamma(
+    key: torch.Tensor, a: Any, shape: Shape | None = None, dtype: Any = None
+) -> torch.Tensor:
+    """Logarithms of Gamma(a) draws, accurate for small ``a``: ``jax.random.loggamma``.
+
+    Example:
+        >>> import torch
+        >>> from functorch_utils import random
+        >>> random.loggamma(random.key(0), torch.tensor([0.5, 2.0]))
+        tensor([-0.1227,  0.5653])
+    """
+    k, at, shape_t = _gamma_args("random.loggamma(key, a, shape, dtype)", key, a, shape, dtype)
+    return _gamma(k, at, shape_t, log_space=True)
+
+
+def beta(
+    key: torch.Tensor, a: Any, b: Any, shape: Shape | None = None, dtype: Any = None
+) -> torch.Tensor:
+    """Beta(a, b) draws from two log-gamma draws: ``jax.random.beta``. Differentiable in a, b.
+
+    Example:
+        >>> from functorch_utils import random
+        >>> random.beta(random.key(0), 2.0, 3.0, (3,))
+        tensor([0.2363, 0.4905, 0.6838])
+    """
+    call = "random.beta(key, a, b, shape, dtype)"
+    k = _check_any_key(call, key)
+    dt = _param_dtype(call, dtype, a, b)
+    at = _float_param(call, "a", a, dt, k.device)
+    bt = _float_param(call, "b", b, dt, k.device)
+    shape_t = _default_shape(call, shape, at, bt)
+    key_a, key_b = _split(k, (2,)).unbind(-2)
+    lga = _gamma(key_a, at, shape_t, log_space=True)
+    lgb = _gamma(key_b, bt, shape_t, log_space=True)
+    log_max = torch.maximum(lga, lgb)
+    ga = torch.exp(lga - log_max)
+    gb = torch.exp(lgb - log_max)
+    return ga / (ga + gb)
+
+
+def dirichlet(
+    key: torch.Tensor, alpha: Any, shape: Shape | None = None, dtype: Any = None
+) -> torch.Tensor:
+    """Dirichlet(alpha) draws (softmax of log-gamma draws): ``jax.random.dirichlet``.
+
+    Args:
+        key: a single key.
+        alpha: concentrations, shape ``(..., n)``.
+        shape: batch shape (default ``alpha.shape[:-1]``); the result has ``shape + (n,)``.
+        dtype: float dtype.
+
+    Example:
+        >>> import torch
+        >>> from functorch_utils import random
+        >>> random.dirichlet(random.key(0), torch.tensor([1.0, 2.0, 3.0]))
+        tensor([0.1423, 0.4049, 0.4528])
+    """
+    call = "random.dirichlet(key, alpha, shape, dtype)"
+    k = _check_any_key(call, key)
+    dt = _param_dtype(call, dtype, alpha)
+    al = _float_param(call, "alpha", alpha, dt, k.device)
+    if al.ndim < 1:
+        raise_value(call, "alpha must have at least one dimension", "shape (..., n)", describe(al))
+    batch = al.shape[:-1]
+    shape_t = tuple(batch) if shape is None else _prng.check_shape(call, shape)
+    if shape is not None:
+        _check_broadcast(call, shape_t, torch.empty(batch))
+    lg = _gamma(k, al, (*shape_t, al.shape[-1]), log_space=True)
+    return torch.softmax(lg, dim=-1)
+
+
+# ---------------------------------------------------------------------------------------------
+# poisson
+
+
+def _poisson_knuth(k: torch.Tensor, lam: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    count = torch.zeros(shape, dtype=torch.int64, device=lam.device)
+    log_prod = torch.zeros(shape, dtype=torch.float32, device=lam.device)
+    rng = k
+    while _any(log_prod > -lam):
+        rng, sub = _split(rng, (2,)).unbind(-2)
+        count = torch.where(log_prod > -lam, count + 1, count)
+        log_prod = log_prod + torch.log(_uniform(sub, shape, torch.float32))
+    return count - 1
+
+
+def _poisson_rejection(k: torch.Tensor, lam: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    log_lam = torch.log(lam)
+    b = 0.931 + 2.53 * torch.sqrt(lam)
+    a = -0.059 + 0.02483 * b
+    inv_alpha = 1.1239 + 1.1328 / (b - 3.4)
+    v_r = 0.9277 - 3.6224 / (b - 2)
+    k_out = torch.full(shape, -1.0, dtype=lam.dtype, device=lam.device)
+    accepted = torch.zeros(shape, dtype=torch.bool, device=lam.device)
+    key = k
+    while _any(~accepted):
+        # A draw accepted again later replaces the earlier one (as in JAX), so each vmap member
+        # stops when all of its own elements are accepted (NOTE [rejection loops]).
+        running = (~accepted).any()
+        key, sk0, sk1 = _split(key, (3,)).unbind(-2)
+        u = _uniform(sk0, shape, lam.dtype) - 0.5
+        v = _uniform(sk1, shape, lam.dtype)
+        u_shifted = 0.5 - torch.abs(u)
+        kk = torch.floor((2 * a / u_shifted + b) * u + lam + 0.43)
+        s = torch.log(v * inv_alpha / (a / (u_shifted * u_shifted) + b))
+        t = -lam + kk * log_lam - torch.lgamma(kk + 1)
+        accept1 = (u_shifted >= 0.07) & (v <= v_r)
+        reject = (kk < 0) | ((u_shifted < 0.013) & (v > u_shifted))
+        accept = (accept1 | (~reject & (s <= t))) & running
+        k_out = torch.where(accept, kk, k_out)
+        accepted = accepted | accept
+    return k_out
+
+
+def poisson(
+    key: torch.Tensor, lam: Any, shape: Shape | None = None, dtype: Any = None
+) -> torch.Tensor:
+    """Poisson(lam) draws: ``jax.random.poisson`` (Knuth below 10, Hörmann's rejection above).
+
+    As in JAX, ``lam`` is used in float32. Results default to ``torch.int32``. Runs eagerly
+    (a rejection loop; a graph break under ``jit``).
+
+    Example:
+        >>> import torch
+        >>> from functorch_utils import random
+        >>> random.poisson(random.key(0), torch.tensor([0.5, 3.0, 50.0]))
+        tensor([ 0,  0, 41], dtype=torch.int32)
+    """
+    call = "random.poisson(key, lam, shape, dtype)"
+    k = _check_any_key(call, key)
+    dt = _int_dtype(call, dtype)
+    lt = _float_param(call, "lam", lam, torch.float32, k.device)
+    shape_t = tuple(lt.shape) if shape is None else _prng.check_shape(call, shape)
+    if shape is not None:
+        _check_broadcast(call, shape_t, lt)
+    lt = lt.detach().broadcast_to(shape_t)
+    use_knuth = torch.isnan(lt) | (lt < 10)
+    lam_knuth = torch.where(use_knuth, lt, torch.zeros_like(lt))
+    lam_rej = torch.where(use_knuth, torch.full_like(lt, 1e5), lt)
+    knuth = _poisson_knuth(k, lam_knuth, shape_t)
+    rej = _poisson_rejection(k, lam_rej, shape_t).to(torch.int64)
+    out = torch.where(use_knuth, knuth, rej)
+    return torch.where(lt == 0, torch.zeros_like(out), out).to(dt)
+
+
+# ---------------------------------------------------------------------------------------------
+# Discrete choices: categorical, permutation, choice
+
+
+def categorical(
+    key: torch.Tensor,
+    logits: Any,
+    axis: int = -1,
+    shape: Shape | None = None,
+    replace: bool = True,
+    mode: str | None = None,
+) -> torch.Tensor:
+    """Draws from categorical distributions given by ``logits``: ``jax.random.categorical``.
+
+    The Gumbel-max trick (with replacement) or the Gumbel top-k trick (without), as JAX.
+
+    Args:
+        key: a single key.
+        logits: unnormalised log-probabilities; ``axis`` indexes the categories.
+        axis: the category axis.
+        shape: output shape (default: ``logits``' shape without ``axis``); leading extra
+            dimensions draw several samples per distribution.
+        replace: sample with replacement (default) or without.
+        mode: the Gumbel sampler's mode, ``"low"`` or ``"high"``.
+
+    Returns:
+        ``torch.int32`` indices (JAX's default integer type).
+
+    Example:
+        >>> import torch
+        >>> from functorch_utils import random
+        >>> random.categorical(random.key(0), torch.log(torch.tensor([0.1, 0.2, 0.7])), shape=(6,))
+        tensor([1, 2, 2, 1, 2, 2], dtype=torch.int32)
+    """
+    call = "random.categorical(key, logits, axis, shape, replace, mode)"
+    k = _check_any_key(call, key)
+    if not isinstance(logits, torch.Tensor):
+        logits = torch.tensor(logits, dtype=torch.get_default_dtype(), device=k.device)
+    if not logits.is_floating_point():
+        raise_value(call, "logits must be floating", "a floating tensor", describe(logits))
+    nd = logits.ndim
+    if not -nd <= axis < nd:
+        raise_value(call, "axis is out of range", f"an axis of a {nd}-d tensor", repr(axis))
+    mode_s = _gumbel_mode(call, mode)
+    batch_shape = tuple(d for i, d in enumerate(logits.shape) if i != axis % nd)
+    if shape is None:
+        shape_t = batch_shape
+    else:
+        shape_t = _prng.check_shape(call, shape)
+        _check_broadcast(call, shape_t, torch.empty(batch_shape))
+    prefix = shape_t[: len(shape_t) - len(batch_shape)]
+    if replace:
+        ax = axis - nd if axis >= 0 else axis
+        logits_shape = list(shape_t[len(shape_t) - len(batch_shape) :])
+        logits_shape.insert(ax % nd, logits.shape[ax])
+        g = _gumbel(k, (*prefix, *logits_shape), logits.dtype, mode_s)
+        expanded = logits.reshape((1,) * len(prefix) + tuple(logits.shape))
+        return torch.argmax(g + expanded, dim=ax).to(torch.int32)
+    noisy = logits + _gumbel(k, tuple(logits.shape), logits.dtype, mode_s)
+    n_draws = math.prod(prefix)
+    if n_draws > logits.shape[axis]:
+        raise_value(
+            call,
+            "cannot draw more samples without replacement than there are categories",
+            f"at most {logits.shape[axis]} samples",
+            f"{n_draws}",
+        )
+    idx = torch.topk(torch.movedim(noisy, axis, -1), n_draws, dim=-1).indices
+    idx = torch.movedim(idx, -1, 0)  # JAX reshapes with the sample axis first
+    return idx.reshape(shape_t).to(torch.int32)
+
+
+def _shuffle(k: torch.Tensor, x: torch.Tensor, axis: int) -> torch.Tensor:
+    """JAX's shuffle: stable sorts along ``axis`` by fresh 32-bit keys, enough rounds to avoid ties."""
+    rounds = math.ceil(3 * math.log(max(1, x.numel())) / math.log(_MASK32))
+    for _ in range(rounds):
+        k, sub = _split(k, (2,)).unbind(-2)
+        sort_keys = _bits(sub, 32, tuple(x.shape)).to(torch.int64) & _MASK32
+        order = torch.sort(sort_keys, dim=axis, stable=True).indices
+        x = torch.take_along_dim(x, order, dim=axis)
+    return x
+
+
+def _is_int_scalar(x: Any) -> bool:
+    if isinstance(x, torch.Tensor):
+        return x.ndim == 0 and not x.is_floating_point() and not x.is_complex()
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
+def permutation(
+    key: torch.Tensor, x: int | torch.Tensor, axis: int = 0, independent: bool = False
+) -> torch.Tensor:
+    """A random permutation of ``arange(x)`` or of a tensor along ``axis``: as JAX's.
+
+    Args:
+        key: a single key.
+        x: an int ``n`` (permute ``arange(n)``, int32 as JAX) or a tensor.
+        axis: the axis to permute.
+        independent: permute each slice along ``axis`` independently.
+
+    Example:
+        >>> from functorch_utils import random
+        >>> random.permutation(random.key(0), 6)
+        tensor([0, 1, 5, 4, 3, 2], dtype=torch.int32)
+    """
+    call = "random.permutation(key, x, axis, independent)"
+    k = _check_any_key(call, key)
+    if _is_int_scalar(x):
+        n = int(x)
+        return _shuffle(k, torch.arange(n, dtype=torch.int32, device=k.device), 0)
+    if not isinstance(x, torch.Tensor) or x.ndim == 0:
+        raise_type(
+            call,
+            "x must be an integer or at least 1-dimensional",
+            "an int or a tensor with ndim >= 1",
+            describe(x),
+        )
+    if not -x.ndim <= axis < x.ndim:
+        raise_value(call, "axis is out of range", f"an axis of a {x.ndim}-d tensor", repr(axis))
+    axis = axis % x.ndim
+    if independent or x.ndim == 1:
+        return _shuffle(k, x, axis)
+    ind = _shuffle(k, torch.arange(x.shape[axis], device=k.device), 0)
+    return torch.index_select(x, axis, ind)
+
+
+def choice(
+    key: torch.Tensor,
+    a: int | torch.Tensor,
+    shape: Shape = (),
+    replace: bool = True,
+    p: Any = None,
+    axis: int = 0,
+    mode: str | None = None,
+) -> torch.Tensor:
+    """Random elements of ``a`` (or of ``arange(a)``): ``jax.random.choice``.
+
+    Args:
+        key: a single key.
+        a: an int ``n`` or a tensor whose slices along ``axis`` are chosen.
+        shape: how many draws, as a shape.
+        replace: with replacement (default) or without.
+        p: optional probabilities of the ``n`` entries.
+        axis: the axis of ``a`` to choose along.
+        mode: the Gumbel sampler's mode when ``p`` is given and ``replace=False``.
+
+    Example:
+        >>> from functorch_utils import random
+        >>> random.choice(random.key(0), 10, (4,), replace=False)
+        tensor([0, 1, 8, 5], dtype=torch.int32)
+    """
+    call = "random.choice(key, a, shape, replace, p, axis, mode)"
+    k = _check_any_key(call, key)
+    shape_t = _prng.check_shape(call, shape)
+    if _is_int_scalar(a):
+        arr = None
+        n_inputs = int(a)
+    elif isinstance(a, torch.Tensor):
+        arr = a
+        if not -arr.ndim <= axis < arr.ndim:
+            raise_value(
+                call, "axis is out of range", f"an axis of a {arr.ndim}-d tensor", repr(axis)
+            )
+        axis = axis % arr.ndim
+        n_inputs = arr.shape[axis]
+    else:
+        raise_type(call, "a must be an int or a tensor", "an int or a tensor", describe(a))
+    n_draws = math.prod(shape_t)
+    out_shape = shape_t if arr is None else (*arr.shape[:axis], *shape_t, *arr.shape[axis + 1 :])
+    if n_draws == 0:
+        dtype = torch.int32 if arr is None else arr.dtype
+        return torch.zeros(out_shape, dtype=dtype, device=k.device)
+    if n_inputs <= 0:
+        raise_value(
+            call, "a must be greater than 0 unless no samples are taken", "n > 0", str(n_inputs)
+        )
+    if not replace and n_draws > n_inputs:
+        raise_value(
+            call,
+            "cannot take a larger sample than the population when replace=False",
+            f"at most {n_inputs} draws",
+            str(n_draws),
+        )
+    if p is None:
+        if replace:
+            ind = randint(k, shape_t, 0, n_inputs)
+            result = ind if arr is None else torch.index_select(arr, axis, ind.reshape(-1))
+        else:
+            perm = permutation(k, n_inputs if arr is None else arr, axis)
+            result = torch.narrow(perm, 0 if arr is None else axis, 0, n_draws)
+    else:
+        pt = p if isinstance(p, torch.Tensor) else torch.tensor(p, device=k.device)
+        if not pt.is_floating_point():
+            pt = pt.to(torch.get_default_dtype())
+        if tuple(pt.shape) != (n_inputs,):
+            raise_value(
+                call,
+                "p must be None or a 1-d vector with the same size as a.shape[axis]",
+                f"shape ({n_inputs},)",
+                f"shape {tuple(pt.shape)}",
+            )
+        if replace:
+            p_cuml = torch.cumsum(pt, 0)
+            r = p_cuml[-1] * (1 - _uniform(k, shape_t, pt.dtype))
+            ind = torch.searchsorted(p_cuml, r).to(torch.int32)
+        else:
+            g = _gumbel(k, (n_inputs,), pt.dtype, _gumbel_mode(call, mode)) + torch.log(pt)
+            ind = torch.topk(g, n_draws).indices.to(torch.int32)
+        result = ind if arr is None else torch.index_select(arr, axis, ind.reshape(-1))
+    return result.reshape(out_shape)
+
+
+# ---------------------------------------------------------------------------------------------
+# multivariate normal
+
+
+def multivariate_normal(
+    key: torch.Tensor,
+    mean: Any,
+    cov: Any,
+    shape: Shape | None = None,
+    dtype: Any = None,
+    method: Literal["cholesky", "eigh", "svd"] = "cholesky",
+) -> torch.Tensor:
+    """Multivariate normal draws ``mean + factor @ z``: ``jax.random.multivariate_normal``.
+
+    ``factor`` is the Cholesky factor of ``cov`` (or ``u * sqrt(s)`` from ``"svd"``,
+    ``v * sqrt(w)`` from ``"eigh"``, for singular covariances); ``z`` is
+    ``normal(key, shape + mean.shape[-1:])``. Differentiable in ``mean`` and ``cov``. Values
+    equal JAX's up to the rounding of the factorisation (LAPACK vs XLA).
+
+    Example:
+        >>> import torch
+        >>> from functorch_utils import random
+        >>> random.multivariate_normal(random.key(0), torch.zeros(2), torch.eye(2), (2,))
+        tensor([[ 1.6226,  2.0253],
+                [-0.4336, -0.0786]])
+    """
+    call = "random.multivariate_normal(key, mean, cov, shape, dtype, method)"
+    k = _check_any_key(call, key)
+    if method not in ("cholesky", "eigh", "svd"):
+        raise_value(
+            call, "method must be one of 'svd', 'eigh', 'cholesky'", "'cholesky'", repr(method)
+        )
+    dt = _param_dtype(call, dtype, mean, cov)
+    m = _float_param(call, "mean", mean, dt, k.device)
+    c = _float_param(call, "cov", cov, dt, k.device)
+    if m.ndim < 1:
+        raise_value(call, "mean must have at least one dimension", "shape (..., n)", describe(m))
+    n = m.shape[-1]
+    if c.ndim < 2 or tuple(c.shape[-2:]) != (n, n):
+        raise_value(
+            call,
+            "cov must have shape (..., n, n) for the mean's n",
+            f"(..., {n}, {n})",
+            describe(c),
+        )
+    batch = tuple(torch.broadcast_shapes(m.shape[:-1], c.shape[:-2]))
+    if shape is None:
+        shape_t = batch
+    else:
+        shape_t = _prng.check_shape(call, shape)
+        _check_broadcast(call, shape_t, torch.empty(m.shape[:-1]), torch.empty(c.shape[:-2]))
+    if method == "svd":
+        u, s, _ = torch.linalg.svd(c)
+        factor = u * torch.sqrt(s[..., None, :])
+    elif method == "eigh":
+        w, v = torch.linalg.eigh(c)
+        factor = v * torch.sqrt(w[..., None, :])
+    else:
+        factor = torch.linalg.cholesky(c)
+    z = _normal(k, (*shape_t, n), dt)
+    return m + torch.einsum("...ij,...j->...i", factor, z)
