@@ -26,6 +26,13 @@ from ._jac import hvp as hvp
 from ._jac import jacfwd as jacfwd
 from ._jac import jacobian as jacobian
 from ._jac import jacrev as jacrev
+from ._jit import JitCompileError as JitCompileError
+from ._jit import JitFallbackWarning as JitFallbackWarning
+from ._jit import JitRecompileWarning as JitRecompileWarning
+from ._jit import ShapeDtypeStruct as ShapeDtypeStruct
+from ._jit import cache_dir as cache_dir
+from ._jit import eval_shape as eval_shape
+from ._jit import jit as jit
 from ._jvp_vjp import jvp as jvp
 from ._jvp_vjp import linear_transpose as linear_transpose
 from ._jvp_vjp import linearize as linearize
@@ -58,6 +65,14 @@ __all__ = [
     "stop_gradient",
     "checkpoint",
     "remat",
+    # compilation and shapes
+    "jit",
+    "eval_shape",
+    "ShapeDtypeStruct",
+    "JitCompileError",
+    "JitRecompileWarning",
+    "JitFallbackWarning",
+    "cache_dir",
     # batching
     "vmap",
     "psum",

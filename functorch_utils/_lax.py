@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import optree
 import torch
@@ -403,7 +403,7 @@ class _MaskOutside(TorchFunctionMode):
         self, func: Any, types: Any, args: Sequence[Any] = (), kwargs: Any = None
     ) -> Any:
         name = getattr(func, "__name__", "")
-        in_place = (name.endswith("_") and not name.endswith("__")) or name in _IN_PLACE_DUNDERS
+        in_place = (name[-1:] == "_" and name[-2:] != "__") or name in _IN_PLACE_DUNDERS
         kept, rest = (tuple(args[:1]), tuple(args[1:])) if in_place and args else ((), tuple(args))
         kwargs = dict(kwargs or {})
         out_arg = kwargs.pop("out", None)
@@ -432,8 +432,8 @@ def _bool_predicate(call: str, name: str, pred: Any) -> bool | torch.Tensor:
             describe(pred),
             "Reduce to one value per example, e.g. with (...).all() or (...).any().",
         )
-    if _torch_hooks.is_batched(pred):
-        return pred
+    if _torch_hooks.is_compiling() or _torch_hooks.is_batched(pred):
+        return pred  # NOTE [control flow under jit]: a traced predicate selects
     return bool(pred)
 
 
@@ -442,7 +442,7 @@ def _int_index(call: str, index: Any, n: int) -> int | torch.Tensor:
     if isinstance(index, torch.Tensor) and index.ndim == 0:
         if index.dtype == torch.bool or not (index.is_floating_point() or index.is_complex()):
             index = index.long()
-            if _torch_hooks.is_batched(index):
+            if _torch_hooks.is_compiling() or _torch_hooks.is_batched(index):
                 return index.clamp(0, n - 1)
             return min(max(int(index), 0), n - 1)
     elif isinstance(index, int):
@@ -619,12 +619,34 @@ def _while(
                 return carry.tree(leaves)
             leaves = carry.check(body(carry.tree(leaves)))
             continue
+        if _torch_hooks.is_compiling():
+            _traced_loop_error(call, "the loop's predicate")
         if not bool(_torch_hooks.unwrap_all(p).any()):  # no member continues
             return carry.tree(leaves)
         with _MaskOutside(p):
             out = body(carry.tree(leaves))
         new = carry.check(out)
         leaves = [torch.where(p, n, o) for n, o in zip(new, leaves)]
+
+
+# NOTE [control flow under jit]
+# Under torch.compile (``jit``) a predicate or index computed from tensors is traced, not known.
+# ``cond`` and ``switch`` then take the batched path: every branch runs and a ``torch.where``
+# selects (the masking mode traces, so derivatives stay NaN-free), which is what JAX does under
+# ``vmap`` and gives the same values as JAX's compiled ``cond``. A loop whose trip count depends on
+# tensor values (``while_loop`` with a tensor predicate, ``fori_loop`` with tensor bounds) cannot
+# be unrolled by tracing; it is refused with a clear error (the eager loop, outside ``jit``, runs
+# it). Loops with Python-int trip counts unroll.
+def _traced_loop_error(call: str, what: str) -> NoReturn:
+    raise_type(
+        call,
+        f"under jit (torch.compile), {what} is a traced tensor, so the number of steps depends "
+        "on tensor values and the loop cannot be traced",
+        "a trip count known when tracing: a Python bool predicate or Python int bounds",
+        "a tensor",
+        "Give fori_loop Python int bounds (the loop unrolls), make the bound a static argument "
+        "of jit (static_argnums), or run this loop outside jit.",
+    )
 
 
 def while_loop(
@@ -669,6 +691,8 @@ def while_loop(
 def _bound(call: str, name: str, value: Any) -> int | torch.Tensor:
     if isinstance(value, torch.Tensor) and value.ndim == 0 and not value.is_floating_point():
         if not value.is_complex() and value.dtype != torch.bool:
+            if _torch_hooks.is_compiling():
+                _traced_loop_error(call, f"the bound {name}")
             return value if _torch_hooks.is_batched(value) else int(value)
     elif isinstance(value, int) and not isinstance(value, bool):
         return value

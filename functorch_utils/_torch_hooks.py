@@ -322,3 +322,59 @@ def unwrap_all(x: torch.Tensor) -> torch.Tensor:
     while is_wrapped(x):
         x = unwrap(x)
     return x
+
+
+# ---------------------------------------------------------------------------------------------
+# torch.compile: backends, its exceptions, and where the on-disk caches live (used by ``jit``).
+
+
+def compile_backend(backend: Any, mode: str | None, options: dict | None, dynamic: Any) -> Any:
+    """The backend object ``torch.compile(backend=..., mode=..., options=...)`` would build.
+
+    ``jit`` wraps it to count compiles; building it the way torch.compile does keeps ``mode``
+    and ``options`` working (torch.compile accepts them only with a backend given by name).
+    """
+    if callable(backend):
+        if mode is not None or options:
+            raise ValueError("mode and options apply to a backend given by name, not a callable")
+        return backend
+    try:
+        if backend == "inductor":
+            return torch._TorchCompileInductorWrapper(mode, options, dynamic)
+        return torch._TorchCompileWrapper(backend, mode, options, dynamic)
+    except AttributeError as e:  # pragma: no cover - depends on the torch version
+        raise _missing("torch._TorchCompileInductorWrapper") from e
+
+
+def dynamo_exception_types() -> tuple[type[BaseException], ...]:
+    """The exceptions torch.compile raises when it cannot trace or compile a function."""
+    try:
+        from torch._dynamo.exc import BackendCompilerFailed, TorchDynamoException
+    except ImportError as e:  # pragma: no cover - depends on the torch version
+        raise _missing("torch._dynamo.exc.TorchDynamoException") from e
+    return (TorchDynamoException, BackendCompilerFailed)
+
+
+def compile_failure_reason(err: BaseException) -> str:
+    """torch's reason for a compile failure, in a few lines (its first paragraph)."""
+    text = str(err).strip()
+    cause = err.__cause__
+    if cause is not None and type(cause).__name__.startswith("Observed"):
+        # a Python exception raised while dynamo traced the function: name it
+        text = f"{text.splitlines()[0] if text else type(err).__name__}: {cause}"
+    lines: list[str] = []
+    for line in text.splitlines():
+        if not line.strip() and lines:
+            break
+        if line.strip():
+            lines.append(line.strip())
+    return " ".join(lines[:4]) or type(err).__name__
+
+
+def inductor_cache_dir() -> str:
+    """Where inductor keeps its on-disk caches (FX graphs, AOTAutograd), as torch resolves it."""
+    try:
+        from torch._inductor.runtime.cache_dir_utils import cache_dir
+    except ImportError as e:  # pragma: no cover - depends on the torch version
+        raise _missing("torch._inductor.runtime.cache_dir_utils.cache_dir") from e
+    return cache_dir()

@@ -1,0 +1,749 @@
+"""``jit`` and ``eval_shape``: JAX's compile entry points, on ``torch.compile``.
+
+``jit(fun)`` returns a :class:`Jitted` function. Each call splits the arguments into static ones
+(part of the cache key, passed to ``fun`` as Python values) and dynamic ones (pytrees of tensors;
+Python numbers become 0-d tensors, as JAX traces them), then runs the cache entry for the static
+values and the arguments' structure and shape class (dtype, rank, device, requires_grad of each
+leaf). Each entry is its own ``torch.compile`` with its own dynamo cache; sizes vary inside an
+entry, where torch's automatic dynamic shapes make the second size compile a size-generic graph.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import os
+import threading
+import time
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any
+
+import torch
+
+from . import _pytree
+from . import _torch_hooks as hooks
+from ._errors import check_callable, describe, fun_name, message, raise_type, raise_value
+
+__all__ = [
+    "jit",
+    "Jitted",
+    "JitCompileError",
+    "JitRecompileWarning",
+    "JitFallbackWarning",
+    "eval_shape",
+    "ShapeDtypeStruct",
+    "cache_dir",
+]
+
+logger = logging.getLogger("functorch_utils.jit")
+
+#: Seconds a compile may take before ``jit`` says what it is doing (NOTE [compile progress]).
+PROGRESS_AFTER_S = 5.0
+
+
+class JitCompileError(RuntimeError):
+    """``torch.compile`` could not compile a jitted function (a graph break, an unsupported op).
+
+    The message names the function and torch's reason. ``jit(..., fallback=True)`` runs such a
+    function eagerly instead, with a :class:`JitFallbackWarning`.
+    """
+
+
+class JitRecompileWarning(UserWarning):
+    """A jitted function's cache was full and an entry was evicted: its next use recompiles."""
+
+
+class JitFallbackWarning(UserWarning):
+    """A jitted function with ``fallback=True`` could not be compiled and runs eagerly."""
+
+
+# ---------------------------------------------------------------------------------------------
+# The on-disk cache
+
+
+# NOTE [compile cache]
+# torch's inductor keeps compiled FX graphs and AOTAutograd results on disk (on by default since
+# torch 2.5), so a second process that compiles the same function with the same shapes loads the
+# kernels instead of generating them (measured in docs/jit.md). torch puts them under
+# /tmp/torchinductor_<user>, which is wiped at reboot. ``jit`` points them at a project cache
+# directory instead, the first time it compiles, unless the user already chose one:
+# ``TORCHINDUCTOR_CACHE_DIR`` wins, then ``FUNCTORCH_UTILS_CACHE_DIR``, then
+# ``$XDG_CACHE_HOME/functorch_utils/inductor`` (``~/.cache/...``).
+_cache_lock = threading.Lock()
+_cache_chosen = False
+
+
+def cache_dir() -> str:
+    """The directory of the on-disk compile cache ``jit`` uses (created if missing).
+
+    Example:
+        >>> import functorch_utils as fu
+        >>> isinstance(fu.cache_dir(), str)
+        True
+    """
+    global _cache_chosen
+    with _cache_lock:
+        if not _cache_chosen:
+            _cache_chosen = True
+            if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+                chosen = os.environ.get("FUNCTORCH_UTILS_CACHE_DIR")
+                if not chosen:
+                    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(
+                        os.path.expanduser("~"), ".cache"
+                    )
+                    chosen = os.path.join(base, "functorch_utils", "inductor")
+                os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.abspath(chosen)
+    return hooks.inductor_cache_dir()
+
+
+# ---------------------------------------------------------------------------------------------
+# Static arguments
+
+
+class _Statics:
+    """Which arguments are static, checked against ``fun``'s signature when ``jit`` is built.
+
+    As JAX: ``static_argnums`` given alone also makes the same parameters static when they are
+    passed by keyword, and ``static_argnames`` alone also covers them when passed positionally.
+    """
+
+    def __init__(self, call: str, fun: Callable[..., Any], argnums: Any, argnames: Any) -> None:
+        self.argnums = _int_tuple(call, "static_argnums", argnums)
+        self.argnames = _str_tuple(call, "static_argnames", argnames)
+        params = _positional_params(fun)
+        if params is not None:
+            names, has_varargs, keywords, has_varkw = params
+            if not has_varargs:
+                for k in self.argnums:
+                    if not -len(names) <= k < len(names):
+                        raise_value(
+                            call,
+                            f"static_argnums={k} is out of range: the function takes "
+                            f"{len(names)} positional argument{'' if len(names) == 1 else 's'}",
+                            f"an index in [{-len(names)}, {len(names)})",
+                            f"static_argnums={k}",
+                            "Fix static_argnums, or name the argument in static_argnames.",
+                        )
+            if not has_varkw:
+                unknown = [a for a in self.argnames if a not in names and a not in keywords]
+                if unknown:
+                    raise_value(
+                        call,
+                        f"static_argnames names {unknown} which the function does not take",
+                        f"names among its parameters {list(names) + list(keywords)}",
+                        f"static_argnames={self.argnames!r}",
+                        "Fix the names in static_argnames.",
+                    )
+            if argnames is None:  # infer names from positions
+                self.argnames = tuple(
+                    names[k] for k in self.argnums if -len(names) <= k < len(names)
+                )
+            if argnums is None:  # infer positions from names
+                self.argnums = tuple(i for i, n in enumerate(names) if n in self.argnames)
+        self.any = bool(self.argnums or self.argnames)
+
+    def split(
+        self, call: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[Hashable, dict[int, Any], dict[str, Any], list[Any], dict[str, Any]]:
+        """(cache key, static positionals, static keywords, dynamic positionals, dynamic kw)."""
+        n = len(args)
+        pos = {k + n if k < 0 else k for k in self.argnums}
+        s_args = {i: args[i] for i in sorted(pos) if 0 <= i < n}
+        s_kw = {k: v for k, v in kwargs.items() if k in self.argnames}
+        d_args = [a for i, a in enumerate(args) if i not in s_args]
+        d_kw = {k: v for k, v in kwargs.items() if k not in s_kw}
+        key = (tuple(s_args.items()), tuple(sorted(s_kw.items())))
+        try:
+            hash(key)
+        except TypeError:
+            for where, v in [(f"args[{i}]", v) for i, v in s_args.items()] + [
+                (f"{k}=", v) for k, v in s_kw.items()
+            ]:
+                try:
+                    hash(v)
+                except TypeError as e:
+                    raise ValueError(
+                        message(
+                            call,
+                            f"static argument {where} is not hashable (static arguments are "
+                            f"part of the compile cache key; the error was: {e})",
+                            "a hashable value (a number, string, tuple, frozen dataclass...)",
+                            describe(v),
+                            "Pass it as a tuple instead of a list, or make it a dynamic "
+                            "(tensor) argument by removing it from static_argnums/argnames.",
+                        )
+                    ) from None
+            raise
+        return key, s_args, s_kw, d_args, d_kw
+
+
+def _int_tuple(call: str, what: str, value: Any) -> tuple[int, ...]:
+    if value is None:
+        return ()
+    items = (value,) if isinstance(value, int) else value
+    if isinstance(items, Sequence) and not isinstance(items, str):
+        items = tuple(items)
+        if all(isinstance(a, int) and not isinstance(a, bool) for a in items):
+            return items
+    raise_type(
+        call,
+        f"{what} must be an int or a sequence of ints",
+        "e.g. 1 or (0, 2)",
+        describe(value),
+        f"Name the arguments by position in {what}.",
+    )
+
+
+def _str_tuple(call: str, what: str, value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    items = (value,) if isinstance(value, str) else value
+    if isinstance(items, Sequence):
+        items = tuple(items)
+        if all(isinstance(a, str) for a in items):
+            return items
+    raise_type(
+        call,
+        f"{what} must be a string or a sequence of strings",
+        "e.g. 'n' or ('n', 'mode')",
+        describe(value),
+        f"Name the arguments by name in {what}.",
+    )
+
+
+def _positional_params(
+    fun: Callable[..., Any],
+) -> tuple[list[str], bool, list[str], bool] | None:
+    """(positional parameter names, has *args, keyword-only names, has **kwargs), or None."""
+    try:
+        sig = inspect.signature(fun)
+    except (TypeError, ValueError):
+        return None
+    kinds = inspect.Parameter
+    names = [
+        p.name
+        for p in sig.parameters.values()
+        if p.kind in (kinds.POSITIONAL_ONLY, kinds.POSITIONAL_OR_KEYWORD)
+    ]
+    keywords = [p.name for p in sig.parameters.values() if p.kind is kinds.KEYWORD_ONLY]
+    has_varargs = any(p.kind is kinds.VAR_POSITIONAL for p in sig.parameters.values())
+    has_varkw = any(p.kind is kinds.VAR_KEYWORD for p in sig.parameters.values())
+    return names, has_varargs, keywords, has_varkw
+
+
+# ---------------------------------------------------------------------------------------------
+# Dynamic arguments
+
+
+def _to_tensor_leaf(call: str, leaf: Any, where: str) -> torch.Tensor:
+    """A dynamic leaf as a tensor: Python numbers become 0-d tensors (JAX traces them too)."""
+    if isinstance(leaf, bool):
+        return torch.tensor(leaf)
+    if isinstance(leaf, int):
+        return torch.tensor(leaf, dtype=torch.int64)
+    if isinstance(leaf, float):
+        return torch.tensor(leaf, dtype=torch.get_default_dtype())
+    if isinstance(leaf, complex):
+        dtype = torch.complex128 if torch.get_default_dtype() == torch.float64 else torch.complex64
+        return torch.tensor(leaf, dtype=dtype)
+    raise_type(
+        call,
+        f"argument {where} is not a tensor, a Python number or a pytree of them, so it cannot be "
+        "a dynamic argument",
+        "a tensor (or a Python number, which becomes a 0-d tensor)",
+        describe(leaf),
+        "Mark the argument static with static_argnums/static_argnames (its value is then part "
+        "of the compile cache key), or close over it.",
+    )
+
+
+def _leaf_class(x: torch.Tensor) -> tuple[Any, ...]:
+    return (x.dtype, x.dim(), x.device, x.requires_grad)
+
+
+# ---------------------------------------------------------------------------------------------
+# Cache entries
+
+
+# NOTE [one dynamo cache per entry]
+# dynamo caches compiled code per *code object*, and stops (fullgraph=True: fails) after
+# ``recompile_limit`` (8) versions of one. ``jit`` keys its own cache by the static values and the
+# arguments' structure and shape class, and gives every entry a fresh copy of the code object it
+# compiles, so static values never share dynamo's per-code budget; inside an entry only sizes
+# vary, which automatic dynamic shapes cover after one recompile. The entries are bounded
+# (``cache_size``, least recently used evicted with a JitRecompileWarning).
+def _entry_function(fun: Callable[..., Any], name: str) -> Callable[..., Any]:
+    def jitted(*args: Any, **kwargs: Any) -> Any:
+        return fun(*args, **kwargs)
+
+    jitted.__code__ = jitted.__code__.replace(co_name=f"jit_{name}"[:60])
+    jitted.__name__ = f"jit_{name}"
+    return jitted
+
+
+class _CountingBackend:
+    """torch.compile's backend for one entry, counting the graphs it compiles.
+
+    NOTE [compile progress]: a compile that takes more than ``PROGRESS_AFTER_S`` seconds is
+    announced on the ``functorch_utils.jit`` logger (a warning, so it shows by default), and its
+    time reported when it ends.
+    """
+
+    def __init__(self, real: Any, entry: _Entry) -> None:
+        self.real = real
+        self.entry = entry
+
+    def __call__(self, gm: Any, example_inputs: Any, **kwargs: Any) -> Any:
+        self.entry.compiles += 1
+        name = fun_name(self.entry.owner._fun)
+        started = time.perf_counter()
+        timer = threading.Timer(PROGRESS_AFTER_S, _announce, (name,))
+        timer.daemon = True
+        timer.start()
+        try:
+            return self.real(gm, example_inputs, **kwargs)
+        finally:
+            timer.cancel()
+            took = time.perf_counter() - started
+            if took > PROGRESS_AFTER_S:
+                logger.warning("jit(%s): compiled in %.1f s", name, took)
+
+    def __getattr__(self, attr: str) -> Any:  # compiler_name, get_compiler_config, reset...
+        return getattr(self.real, attr)
+
+
+def _announce(name: str) -> None:
+    logger.warning(
+        "jit(%s): compiling (torch.compile); a first compile on CPU can take tens of seconds. "
+        "Compiled kernels are cached on disk under %s, so later processes start faster.",
+        name,
+        os.environ.get("TORCHINDUCTOR_CACHE_DIR", "torch's cache directory"),
+    )
+
+
+class _Entry:
+    __slots__ = ("compiled", "compiles", "eager", "owner")
+
+    def __init__(self, owner: Jitted) -> None:
+        self.owner = owner
+        self.compiles = 0
+        self.eager = False
+        opts = owner._compile_options
+        backend = _CountingBackend(
+            hooks.compile_backend(opts["backend"], opts["mode"], opts["options"], opts["dynamic"]),
+            self,
+        )
+        self.compiled = torch.compile(
+            _entry_function(owner._fun, fun_name(owner._fun)),
+            fullgraph=opts["fullgraph"],
+            dynamic=opts["dynamic"],
+            backend=backend,
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# jit
+
+
+_COMPILE_OPTIONS = ("fullgraph", "backend", "mode", "dynamic", "options")
+
+
+class Jitted:
+    """A function compiled by :func:`jit`; call it like the original.
+
+    ``_cache_size()`` counts the graphs compiled for the live cache entries (JAX's name);
+    ``clear_cache()`` drops them.
+    """
+
+    def __init__(
+        self,
+        fun: Callable[..., Any],
+        statics: _Statics,
+        donate_argnums: tuple[int, ...],
+        compile_options: dict[str, Any],
+        fallback: bool,
+        cache_size: int,
+    ) -> None:
+        functools.update_wrapper(self, fun)
+        self._fun = fun
+        self._statics = statics
+        self._donate_argnums = donate_argnums
+        self._compile_options = compile_options
+        self._fallback = fallback
+        self._max_entries = cache_size
+        self._entries: OrderedDict[Hashable, _Entry] = OrderedDict()
+        self._lock = threading.Lock()
+        self._call = f"jit({fun_name(fun)})"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        # NOTE [jit under transforms]: inside another jit or torch.compile the function is traced
+        # as part of the outer graph; under an active torch.func transform (vmap, jvp, jacfwd,
+        # hessian...) torch cannot compile, so the function runs eagerly and the transform sees
+        # through it, with the same values.
+        if hooks.is_compiling() or hooks.current_level() is not None:
+            return self._fun(*args, **kwargs)
+        call = self._call
+        key, s_args, s_kw, d_args, d_kw = self._statics.split(call, args, kwargs)
+        leaves, spec = _pytree.flatten((d_args, d_kw), call=call, root="args")
+        converted = False
+        classes = []
+        for i, leaf in enumerate(leaves):
+            if not isinstance(leaf, torch.Tensor):
+                leaves[i] = leaf = _to_tensor_leaf(call, leaf, _arg_name(d_args, d_kw, s_args, i))
+                converted = True
+            classes.append(_leaf_class(leaf))
+        if converted:
+            d_args, d_kw = _pytree.unflatten(spec, leaves)
+        entry = self._entry((key, spec, tuple(classes)))
+        full = _merge(d_args, s_args)
+        if s_kw:
+            d_kw = {**d_kw, **s_kw}
+        if entry.eager:
+            return self._fun(*full, **d_kw)
+        try:
+            return entry.compiled(*full, **d_kw)
+        except hooks.dynamo_exception_types() as e:
+            return self._compile_failed(entry, e, full, d_kw)
+
+    def __get__(self, obj: Any, objtype: Any = None) -> Any:
+        """As a method: ``self`` is the first argument (a pytree, or static)."""
+        if obj is None:
+            return self
+        return functools.partial(self, obj)
+
+    def _entry(self, key: Hashable) -> _Entry:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries.move_to_end(key)
+                return entry
+            if len(self._entries) >= self._max_entries:
+                self._entries.popitem(last=False)
+                warnings.warn(
+                    f"{self._call}: the compile cache holds {self._max_entries} entries (one "
+                    "per set of static argument values and argument structure, dtypes and "
+                    "ranks); the least recently used was evicted and recompiles if used again. "
+                    "Many entries usually mean a value marked static changes on every call: "
+                    "make it a tensor argument, or raise jit(..., cache_size=N).",
+                    JitRecompileWarning,
+                    stacklevel=3,
+                )
+            cache_dir()  # NOTE [compile cache]
+            entry = self._entries[key] = _Entry(self)
+            return entry
+
+    def _compile_failed(
+        self, entry: _Entry, err: BaseException, args: Sequence[Any], kwargs: dict[str, Any]
+    ) -> Any:
+        # A failure to compile may be the user's own error met while tracing (a shape mismatch,
+        # an exception the function raises): run the function eagerly, so such an error comes
+        # out exactly as without jit. Only when the eager call succeeds is it a compile failure.
+        out = self._fun(*args, **kwargs)
+        reason = hooks.compile_failure_reason(err)
+        if self._fallback:
+            entry.eager = True
+            warnings.warn(
+                f"{self._call}: torch.compile could not compile the function, so it runs "
+                f"eagerly (fallback=True); torch says: {reason}",
+                JitFallbackWarning,
+                stacklevel=3,
+            )
+            return out
+        raise JitCompileError(
+            f"{self._call}: torch.compile could not compile the function "
+            f"(fullgraph={self._compile_options['fullgraph']}); torch says: {reason} "
+            "Rewrite the construct torch names (e.g. lax.cond/lax.while_loop for control flow "
+            "on tensor values), pass fullgraph=False to let parts run eagerly, or fallback=True "
+            "to run the whole function eagerly when compiling fails."
+        ) from err
+
+    def _cache_size(self) -> int:
+        """The number of graphs compiled for the live cache entries."""
+        with self._lock:
+            return sum(e.compiles for e in self._entries.values())
+
+    def clear_cache(self) -> None:
+        """Drop every compiled entry: the next call compiles again."""
+        with self._lock:
+            self._entries.clear()
+
+    def __repr__(self) -> str:
+        return f"<jitted function {fun_name(self._fun)}>"
+
+
+def _arg_name(d_args: list[Any], d_kw: dict[str, Any], s_args: dict[int, Any], i: int) -> str:
+    """The key path of dynamic leaf ``i`` as the user passed it (error paths only)."""
+    names = _pytree.leaf_names((d_args, d_kw), "")
+    name = names[i]  # "[0][1]['w']" (positional) or "[1]['x']" (keyword)
+    if name.startswith("[0]["):
+        rest = name[len("[0][") :]
+        j, _, tail = rest.partition("]")
+        k = int(j)
+        for s in sorted(s_args):  # back to the caller's position
+            if s <= k:
+                k += 1
+        return f"args[{k}]{tail}"
+    return name[len("[1]") :].replace("['", "", 1).replace("']", "", 1)
+
+
+def _merge(d_args: Sequence[Any], s_args: dict[int, Any]) -> list[Any]:
+    if not s_args:
+        return list(d_args)
+    out = list(d_args)
+    for i in sorted(s_args):
+        out.insert(i, s_args[i])
+    return out
+
+
+def jit(
+    fun: Callable[..., Any] | None = None,
+    static_argnums: int | Sequence[int] | None = None,
+    static_argnames: str | Sequence[str] | None = None,
+    donate_argnums: int | Sequence[int] | None = None,
+    donate_argnames: str | Sequence[str] | None = None,
+    keep_unused: bool = False,
+    *,
+    fullgraph: bool = True,
+    backend: Any = "inductor",
+    mode: str | None = None,
+    dynamic: bool | None = None,
+    options: dict[str, Any] | None = None,
+    fallback: bool = False,
+    cache_size: int = 64,
+) -> Any:
+    """Compile ``fun`` with ``torch.compile``, as ``jax.jit``.
+
+    Args:
+        fun: The function to compile. Its arguments are pytrees of tensors (Python numbers
+            become 0-d tensors: ``int`` → int64, ``float`` → the default dtype), except the static
+            ones. Its results may be any pytree. Without ``fun``, ``jit(**options)`` returns a
+            decorator.
+        static_argnums: Positions of static arguments: their values are Python values (hashable)
+            that are part of the cache key, so each new value compiles again. Given alone, the
+            same parameters passed by keyword are static too (as JAX).
+        static_argnames: Names of static arguments (keyword use); given alone, the same
+            parameters passed positionally are static too.
+        donate_argnums: Accepted for source compatibility with JAX and checked; PyTorch has no
+            buffer donation here, so donated tensors are neither reused nor invalidated.
+        donate_argnames: As ``donate_argnums``, by name.
+        keep_unused: Accepted for compatibility; unused arguments cost nothing here.
+        fullgraph: torch.compile's ``fullgraph``: a graph break is an error
+            (:class:`JitCompileError`) instead of running part of the function eagerly.
+        backend: torch.compile's backend (``"inductor"``, ``"eager"``, ``"aot_eager"``, or a
+            callable).
+        mode: torch.compile's mode (``"reduce-overhead"`` for CUDA graphs, ``"max-autotune"``).
+        dynamic: torch.compile's ``dynamic``; the default lets the second size of an argument
+            compile a size-generic graph (see the docs page "jit").
+        options: inductor options (torch.compile's ``options``).
+        fallback: When compiling fails, run ``fun`` eagerly (with a :class:`JitFallbackWarning`)
+            instead of raising :class:`JitCompileError`.
+        cache_size: At most this many cache entries (static values times argument structures, dtypes
+            and ranks) are kept; the least recently used is evicted with a
+            :class:`JitRecompileWarning`.
+
+    Returns:
+        A :class:`Jitted` function with ``fun``'s signature.
+
+    Example:
+        >>> import torch
+        >>> import functorch_utils as fu
+        >>> @fu.jit
+        ... def f(x, y):
+        ...     return {"sum": x + y, "prod": x * y}
+        >>> f(torch.tensor([1.0, 2.0]), 3.0)
+        {'sum': tensor([4., 5.]), 'prod': tensor([3., 6.])}
+        >>> g = fu.jit(lambda x, n: x ** n, static_argnums=1, backend="eager")
+        >>> g(torch.tensor(2.0), 3), g._cache_size()
+        (tensor(8.), 1)
+    """
+    given = dict(
+        static_argnums=static_argnums,
+        static_argnames=static_argnames,
+        donate_argnums=donate_argnums,
+        donate_argnames=donate_argnames,
+        keep_unused=keep_unused,
+        fullgraph=fullgraph,
+        backend=backend,
+        mode=mode,
+        dynamic=dynamic,
+        options=options,
+        fallback=fallback,
+        cache_size=cache_size,
+    )
+    if fun is None:
+        return lambda f: jit(f, **given)
+    check_callable("jit", fun)
+    call = f"jit({fun_name(fun)})"
+    statics = _Statics(call, fun, static_argnums, static_argnames)
+    donate = _int_tuple(call, "donate_argnums", donate_argnums)
+    _str_tuple(call, "donate_argnames", donate_argnames)
+    for name in ("keep_unused", "fullgraph", "fallback"):
+        if not isinstance(given[name], bool):
+            raise_type(call, f"{name} must be a bool", "True or False", describe(given[name]))
+    if not isinstance(cache_size, int) or isinstance(cache_size, bool) or cache_size < 1:
+        raise_value(call, "cache_size must be a positive int", "e.g. 64", describe(cache_size))
+    if not (callable(backend) or isinstance(backend, str)):
+        raise_type(
+            call, "backend must be a backend name or a callable", "e.g. 'inductor'",
+            describe(backend),
+        )  # fmt: skip
+    if callable(backend) and (mode is not None or options):
+        raise_value(
+            call,
+            "mode and options apply to a backend given by name",
+            "backend='inductor' with mode/options, or a callable backend alone",
+            f"backend={fun_name(backend)}, mode={mode!r}, options={options!r}",
+        )
+    compile_options = {k: given[k] for k in _COMPILE_OPTIONS}
+    return Jitted(fun, statics, donate, compile_options, fallback, cache_size)
+
+
+# ---------------------------------------------------------------------------------------------
+# eval_shape
+
+
+class ShapeDtypeStruct:
+    """The shape and dtype of an array, without its values (``jax.ShapeDtypeStruct``).
+
+    ``eval_shape`` returns them, and accepts them as arguments in place of tensors.
+
+    Example:
+        >>> import torch
+        >>> from functorch_utils import ShapeDtypeStruct
+        >>> ShapeDtypeStruct((2, 3), torch.float32)
+        ShapeDtypeStruct(shape=(2, 3), dtype=float32)
+    """
+
+    __slots__ = ("device", "dtype", "shape")
+
+    def __init__(
+        self, shape: Sequence[int], dtype: torch.dtype, device: torch.device | str | None = None
+    ) -> None:
+        if not isinstance(dtype, torch.dtype):
+            raise_type(
+                "ShapeDtypeStruct(shape, dtype)",
+                "dtype must be a torch.dtype",
+                "e.g. torch.float32",
+                describe(dtype),
+            )
+        self.shape = tuple(int(s) for s in shape)
+        self.dtype = dtype
+        self.device = torch.device(device) if device is not None else None
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+    def __repr__(self) -> str:
+        dtype = str(self.dtype).replace("torch.", "")
+        shown = self.device is not None and self.device.type != "cpu"
+        extra = f", device={self.device}" if shown else ""
+        return f"ShapeDtypeStruct(shape={self.shape}, dtype={dtype}{extra})"
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, ShapeDtypeStruct)
+            and self.shape == other.shape
+            and self.dtype == other.dtype
+            and (self.device is None or other.device is None or self.device == other.device)
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.shape, self.dtype))
+
+
+def eval_shape(fun: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """The shapes and dtypes of ``fun(*args, **kwargs)``'s results, computing nothing.
+
+    As ``jax.eval_shape``: the function runs on fake tensors (torch's ``FakeTensorMode``), which
+    carry shapes, dtypes and devices but no data, so even a huge matmul allocates nothing.
+    Arguments may be tensors, :class:`ShapeDtypeStruct`\\ s (or anything with ``.shape`` and
+    ``.dtype``) or Python values; tensors the function closes over are used as they are.
+
+    Returns:
+        The result's pytree with a :class:`ShapeDtypeStruct` at each tensor leaf (other leaves
+        unchanged).
+
+    Raises:
+        ValueError: an output's shape depends on tensor values (``nonzero``, boolean masks,
+            ``.item()``), which cannot be known without computing.
+
+    Example:
+        >>> import torch
+        >>> import functorch_utils as fu
+        >>> w = fu.ShapeDtypeStruct((50_000, 50_000), torch.float32)
+        >>> fu.eval_shape(lambda w, x: {"y": x @ w}, w, torch.ones(8, 50_000))
+        {'y': ShapeDtypeStruct(shape=(8, 50000), dtype=float32)}
+    """
+    check_callable("eval_shape", fun)
+    call = f"eval_shape({fun_name(fun)})"
+    try:
+        from torch._subclasses.fake_tensor import FakeTensorMode
+    except ImportError as e:  # pragma: no cover - depends on the torch version
+        raise hooks.TorchHookMissing("torch._subclasses.fake_tensor.FakeTensorMode") from e
+    mode = FakeTensorMode(allow_non_fake_inputs=True)
+
+    def to_fake(x: Any) -> Any:
+        if isinstance(x, torch.Tensor):
+            return mode.from_tensor(x)
+        if isinstance(x, ShapeDtypeStruct) or (
+            hasattr(x, "shape") and hasattr(x, "dtype") and isinstance(x.dtype, torch.dtype)
+        ):
+            device = getattr(x, "device", None) or torch.device("cpu")
+            with mode:
+                return torch.empty(tuple(x.shape), dtype=x.dtype, device=device)
+        return x
+
+    fargs, fkwargs = _pytree.tree_map(to_fake, (args, kwargs))
+    try:
+        with mode:
+            out = fun(*fargs, **fkwargs)
+    except Exception as e:
+        kind = _data_dependent(e)
+        if kind is None:
+            raise
+        raise_value(
+            call,
+            f"a result's shape depends on tensor values ({kind}), which eval_shape cannot know "
+            "without computing them",
+            "a function whose output shapes follow from its input shapes",
+            f"torch's {type(e).__name__}",
+            "Run the function on real tensors, or make the shape static (e.g. a fixed-size "
+            "mask with torch.where instead of boolean indexing).",
+        )
+
+    def to_struct(x: Any) -> Any:
+        if isinstance(x, torch.Tensor):
+            if any(not isinstance(s, int) for s in x.shape):
+                raise_value(
+                    call,
+                    "a result's shape depends on tensor values",
+                    "shapes that follow from the input shapes",
+                    f"a tensor of shape {tuple(x.shape)}",
+                    "Run the function on real tensors.",
+                )
+            return ShapeDtypeStruct(tuple(x.shape), x.dtype, x.device)
+        return x
+
+    return _pytree.tree_map(to_struct, out)
+
+
+def _data_dependent(err: BaseException) -> str | None:
+    name = type(err).__name__
+    if name in ("DynamicOutputShapeException", "DataDependentOutputException"):
+        return str(err).split("\n")[0][:80] or name
+    if name in ("GuardOnDataDependentSymNode", "UnsupportedOperatorException") or (
+        "data-dependent" in str(err).lower() or "Data dependent" in str(err)
+    ):
+        return "a data-dependent operation"
+    return None
