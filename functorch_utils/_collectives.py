@@ -280,9 +280,21 @@ def pmean(x: Any, axis_name: Any, *, axis_index_groups: Any = None) -> Any:
     """
     call = f"pmean(x, axis_name={axis_name!r})"
     _check_groups(call, axis_index_groups)
+    axes = lookup_all(call, axis_name)
     n = 1
-    for a in lookup_all(call, axis_name):
+    for a in axes:
         n *= a.size
+    if len(axes) == 1 and axes[0].process is not None:
+        # across processes: the floating buffers are divided in place after their all-reduce
+        leaves, spec, tensors = _tensor_leaves(call, x)
+        out = [v if isinstance(v, torch.Tensor) else v * n / n for v in leaves]
+        if tensors:
+            proc = _over_processes(call, x, leaves, tensors, axes[0])
+            summed = _distributed.psum_flat([leaves[k] for k in tensors], proc, mean=True)
+            for k, v in zip(tensors, summed):
+                floating = v.is_floating_point() or v.is_complex()
+                out[k] = v if floating and v.dtype != torch.bool else v / n
+        return optree.tree_unflatten(spec, out)
     return _map_leaves(call, lambda v: v / n, psum(x, axis_name))
 
 

@@ -9,6 +9,7 @@ imports ``_collectives`` or ``_vmap``.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Hashable
 from typing import Any, NamedTuple, TypeVar, overload
 
@@ -435,10 +436,79 @@ def _buckets(leaves: list[torch.Tensor]) -> list[list[int]]:
     return done + [m for m, _ in open_.values()]
 
 
-def psum_flat(leaves: list[torch.Tensor], proc: ProcessAxis) -> list[torch.Tensor]:
+class _PSumMany(torch.autograd.Function):
+    """``psum`` of several tensors of one dtype in one all-reduce: the result is their flat
+    concatenation, reduced (and divided by ``divide`` unless it is 1, for ``pmean``).
+
+    The first ``nb`` dims of every input are batch dims that the flat buffer keeps in front (a
+    ``vmap`` rule below adds one per level); the buffer is built here, so the all-reduce runs
+    in place on it with no further copy.
+    """
+
+    @staticmethod
+    def forward(proc: ProcessAxis, divide: int, nb: int, *leaves: torch.Tensor) -> torch.Tensor:
+        flat = torch.cat([v.reshape(*v.shape[:nb], -1) for v in leaves], dim=nb)
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=proc.group)
+        return flat if divide == 1 else flat.div_(divide)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+        ctx.proc, ctx.divide, ctx.nb = inputs[:3]
+        ctx.shapes = [v.shape for v in inputs[3:]]
+        ctx.dtype, ctx.device = inputs[3].dtype, inputs[3].device
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        g = _psum(g, ctx.proc)
+        if ctx.divide != 1:
+            g = g / ctx.divide
+        nb = ctx.nb
+        sizes = [math.prod(shape[nb:]) for shape in ctx.shapes]
+        parts = g.split(sizes, dim=-1)
+        return (None, None, None, *[p.reshape(s) for p, s in zip(parts, ctx.shapes)])
+
+    @staticmethod
+    def jvp(ctx: Any, *tangents: Any) -> torch.Tensor:
+        ts = [
+            torch.zeros(s, dtype=ctx.dtype, device=ctx.device) if t is None else t
+            for t, s in zip(tangents[3:], ctx.shapes)
+        ]
+        return _psum_many(ctx.proc, ctx.divide, ctx.nb, ts)
+
+    @staticmethod
+    def vmap(
+        info: Any, in_dims: tuple[int | None, ...], proc: ProcessAxis, divide: int, nb: int,
+        *leaves: torch.Tensor,
+    ) -> tuple[torch.Tensor, int]:  # fmt: skip
+        size = info.batch_size
+        moved = [
+            v.unsqueeze(0).expand(size, *v.shape) if d is None else v.movedim(d, 0)
+            for v, d in zip(leaves, in_dims[3:])
+        ]
+        return _psum_many(proc, divide, nb + 1, moved), 0
+
+
+def _psum_many(proc: ProcessAxis, divide: int, nb: int, leaves: list[torch.Tensor]) -> torch.Tensor:
+    if _compiling():  # NOTE [pmap under torch.compile]
+        return _eager_apply_many(proc, divide, nb, leaves)
+    out: torch.Tensor = _PSumMany.apply(proc, divide, nb, *leaves)
+    return out
+
+
+@torch.compiler.disable
+def _eager_apply_many(
+    proc: ProcessAxis, divide: int, nb: int, leaves: list[torch.Tensor]
+) -> torch.Tensor:
+    out: torch.Tensor = _PSumMany.apply(proc, divide, nb, *leaves)
+    return out
+
+
+def psum_flat(leaves: list[torch.Tensor], proc: ProcessAxis, *, mean: bool = False) -> list[Any]:
     """``psum`` of each tensor across the processes, in one collective per bucket.
 
-    Bool tensors are or-ed (``any``), as the ``vmap`` psum does; they carry no derivative.
+    ``mean=True`` divides the floating (and complex) buffers by the group size in place (that is
+    ``pmean``) and leaves integer and bool tensors summed, for the caller to divide. Bool tensors
+    are or-ed (``any``), as the ``vmap`` psum does; they carry no derivative.
     """
     result: list[torch.Tensor | None] = [None] * len(leaves)
     summed: list[int] = []
@@ -451,20 +521,19 @@ def psum_flat(leaves: list[torch.Tensor], proc: ProcessAxis) -> list[torch.Tenso
             result[k] = v * proc.size
         else:
             summed.append(k)
-    if len(summed) == 1:  # one leaf: no copy into a buffer
-        result[summed[0]] = _psum(leaves[summed[0]], proc)
-    elif summed:
-        group = [leaves[k] for k in summed]
-
-        def one_bucket(members: list[int]) -> None:
-            flat = torch.cat([group[m].reshape(-1) for m in members])
-            parts = _psum(flat, proc).split([group[m].numel() for m in members])
-            for m, part in zip(members, parts):
-                result[summed[m]] = part.view(group[m].shape)
-
-        for members in _buckets(group):
-            one_bucket(members)
-    return [r for r in result if r is not None]
+    group = [leaves[k] for k in summed]
+    for members in _buckets(group):
+        first = group[members[0]]
+        floating = first.is_floating_point() or first.is_complex()
+        divide = proc.size if mean and floating else 1
+        if len(members) == 1 and divide == 1:  # one leaf: reduce it as it is
+            result[summed[members[0]]] = _psum(first, proc)
+            continue
+        flat = _psum_many(proc, divide, 0, [group[m] for m in members])
+        parts = flat.split([group[m].numel() for m in members])
+        for m, part in zip(members, parts):
+            result[summed[m]] = part.view(group[m].shape)
+    return result
 
 
 def all_gather_flat(leaves: list[torch.Tensor], proc: ProcessAxis) -> list[torch.Tensor]:

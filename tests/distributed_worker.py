@@ -81,13 +81,13 @@ def member_loss(v: torch.Tensor) -> torch.Tensor:
 # The checks: each takes (rank, world) and raises on a mismatch.
 
 Check = Callable[[int, int], None]
-CHECKS: dict[str, Check] = {}
-CHECKS_4: dict[str, Check] = {}
+CHECKS: dict[str, Check] = {}  # run by 2 processes
+CHECKS_4: dict[str, Check] = {}  # run by 4 processes (few: 4 processes on a 2-core machine)
 
 
 def check(*tables: dict[str, Check]) -> Callable[[Check], Check]:
     def register(fn: Check) -> Check:
-        for table in tables or (CHECKS, CHECKS_4):
+        for table in tables or (CHECKS,):
             table[fn.__name__] = fn
         return fn
 
@@ -101,7 +101,7 @@ def same_as_vmap(f: Callable[..., Any], *xs: torch.Tensor, r: int) -> None:
     close(got, want)
 
 
-@check()
+@check(CHECKS, CHECKS_4)
 def each_collective(r: int, n: int) -> None:
     xs = members(n, (3, 2), 1)
     for coll in (psum, pmean, pmax, pmin):
@@ -141,6 +141,34 @@ def pytrees_in_and_out(r: int, n: int) -> None:
     want = slice_of(vmap(f, axis_name="i")({"w": ws, "b": bs}, Pair(bs * 2, ws.sum(-1))), r)
     got = pmap(f, "i")({"w": ws[r], "b": bs[r]}, Pair(bs[r] * 2, ws[r].sum(-1)))
     close(got, want)
+
+
+@check()
+def pytree_reductions_under_transforms(r: int, n: int) -> None:
+    """psum/pmean of a pytree (one flat buffer) under every transform, with leaves that the
+    transform's vmap batches and leaves it does not (a constant)."""
+    as_, bs = members(n, (3,), 12), members(n, (2,), 13)
+    ta, tb = members(n, (3,), 14), members(n, (2,), 15)
+
+    def f(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        m = pmean({"a": a**2, "b": torch.sin(b), "c": torch.ones(2, dtype=F64)}, "i")
+        s = psum([a * b.sum(), torch.cos(b), torch.full((), 3.0, dtype=F64)], "i")
+        return (m["a"].sum() * m["b"] * s[1]).sum() + (m["c"] * s[2]).sum() * (a * s[0]).sum()
+
+    tf = torch.func
+    same_as_vmap(f, as_, bs, r=r)
+    for argnums in (0, 1, (0, 1)):
+        for t in (fu.grad, fu.jacrev, fu.jacfwd, fu.hessian, tf.grad, tf.jacrev):
+            same_as_vmap(t(f, argnums=argnums), as_, bs, r=r)
+    same_as_vmap(lambda a, b, u, v: fu.jvp(f, (a, b), (u, v)), as_, bs, ta, tb, r=r)
+    same_as_vmap(lambda a, b: fu.vjp(f, a, b)[1](torch.tensor(1.5, dtype=F64)), as_, bs, r=r)
+    same_as_vmap(vmap(f, in_axes=(0, None)), as_[:, None].expand(n, 2, 3) * 1.0, bs, r=r)
+    # around pmap, with each rank's own seed
+    p = pmap(f, "i")
+    want = vmap(fu.grad(f, (0, 1)), axis_name="i")(as_, bs)
+    close(fu.grad(p, argnums=(0, 1))(as_[r], bs[r]), slice_of(want, r))
+    want = fu.jvp(vmap(f, axis_name="i"), (as_, bs), (ta, tb))
+    close(fu.jvp(p, (as_[r], bs[r]), (ta[r], tb[r])), slice_of(want, r))
 
 
 @check(CHECKS)
@@ -189,7 +217,7 @@ def one_all_reduce_per_bucket(r: int, n: int) -> None:
     close(g["c"], torch.zeros(2, 2))
 
 
-@check()
+@check(CHECKS, CHECKS_4)
 def zoo_values(r: int, n: int) -> None:
     same_as_vmap(zoo, members(n, (3,), 4), r=r)
 
