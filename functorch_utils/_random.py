@@ -696,16 +696,29 @@ _F64_C = (
 )
 
 
-def _horner(coefs: tuple[float, ...], w: torch.Tensor) -> torch.Tensor:
-    if w.dtype == torch.float32:  # each step rounded once, like XLA's fma
+def _select_horner(
+    masks: list[torch.Tensor], tables: list[tuple[float, ...]], w: torch.Tensor, fused: bool
+) -> torch.Tensor:
+    """Horner's rule with per-element coefficients, XLA's way: ``tables[i]`` where ``masks[i]``
+    (the last table elsewhere). Shorter tables are padded with leading zeros. ``fused`` rounds each
+    step once (float32 only: exact products in float64), like XLA's fused multiply-add."""
+    n = max(len(t) for t in tables)
+    padded = [(0.0,) * (n - len(t)) + t for t in tables]
+
+    def coef(i: int) -> torch.Tensor:
+        out = torch.full_like(w, padded[-1][i])
+        for m, t in zip(reversed(masks), reversed(padded[:-1])):
+            out = torch.where(m, t[i], out)
+        return out
+
+    p: torch.Tensor = torch.zeros_like(w) + coef(0)
+    if fused:
         w64 = w.double()
-        p = torch.full_like(w64, coefs[0])
-        for c in coefs[1:]:
-            p = (p * w64 + c).float().double()
-        return p.float()
-    p = torch.full_like(w, coefs[0])
-    for c in coefs[1:]:
-        p = p * w + c
+        for i in range(1, n):
+            p = (p.double() * w64 + coef(i)).float()
+        return p
+    for i in range(1, n):
+        p = p * w + coef(i)
     return p
 
 
@@ -716,29 +729,25 @@ def _erfinv(x: torch.Tensor) -> torch.Tensor:
         return _erfinv(x.float()).to(dtype)
     w = -torch.log1p(-(x * x))
     if dtype == torch.float32:
-        p = torch.where(w < 5.0, _horner(_F32_LT, w - 2.5), _horner(_F32_GE, torch.sqrt(w) - 3.0))
+        lt = w < 5.0
+        ws = torch.where(lt, w - 2.5, torch.sqrt(w) - 3.0)
+        p = _select_horner([lt], [_F32_LT, _F32_GE], ws, fused=True)
     else:
+        a, b = w < 6.25, w < 16.0
         sw = torch.sqrt(w)
-        p = torch.where(
-            w < 6.25,
-            _horner(_F64_A, w - 3.125),
-            torch.where(w < 16.0, _horner(_F64_B, sw - 3.25), _horner(_F64_C, sw - 5.0)),
-        )
+        ws = torch.where(a, w - 3.125, torch.where(b, sw - 3.25, sw - 5.0))
+        p = _select_horner([a, b], [_F64_A, _F64_B, _F64_C], ws, fused=False)
     return torch.where(x.abs() == 1.0, x * math.inf, p * x)
 
 
 def _normal_real(k: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     if k.shape[-1] == 4 and dtype in (torch.float32, torch.float64):
         return torch.randn(shape, generator=_rbg_generator(k), dtype=dtype, device=k.device)
-    lo = float(np.nextafter(np.array(-1.0, _np_dtype(dtype)), np.array(0.0, _np_dtype(dtype))))
+    lo = -1.0 + 2.0 ** -(_finfo_nmant(dtype) + 1)  # nextafter(-1, 0) in dtype
     u = _uniform(k, shape, dtype, lo, 1.0)
+    if dtype in (torch.float16, torch.bfloat16):
+        return _erfinv(u) * torch.tensor(math.sqrt(2), dtype=dtype, device=k.device)
     return _erfinv(u) * math.sqrt(2)
-
-
-def _np_dtype(dtype: torch.dtype) -> Any:
-    if dtype == torch.bfloat16:
-        return np.float32  # numpy has no bfloat16; nextafter below is recomputed in torch
-    return torch.empty(0, dtype=dtype).numpy().dtype
 
 
 def _normal(k: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
@@ -748,10 +757,6 @@ def _normal(k: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype) -> torc
         re = _normal_real(k_re, shape, real)
         im = _normal_real(k_im, shape, real)
         return torch.complex(re, im) / math.sqrt(2)
-    if dtype == torch.bfloat16:
-        lo = torch.nextafter(torch.tensor(-1.0, dtype=dtype), torch.tensor(0.0, dtype=dtype))
-        u = _uniform(k, shape, dtype, lo.to(k.device), 1.0)
-        return _erfinv(u) * torch.tensor(math.sqrt(2), dtype=dtype, device=k.device)
     return _normal_real(k, shape, dtype)
 
 
