@@ -246,8 +246,8 @@ def _untracked(*xs: torch.Tensor) -> bool:
     as a plain call, without building a node (its ``apply`` costs ~100 us per call on a small
     CPU; a training step's ``pmean`` of gradients takes this path)."""
     return (
-        hooks.current_level() is None
-        and not _compiling()
+        not _compiling()  # first: the level query is not traceable
+        and hooks.current_level() is None
         and not any(hooks.carries_derivative(x) for x in xs)
     )
 
