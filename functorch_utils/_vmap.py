@@ -860,7 +860,36 @@ def vmap(
 
     @functools.wraps(fun)
     def batched(*args: Any, **kwargs: Any) -> Any:
+        if axis_name is None and _torch_hooks.is_compiling():
+            return _traced(fun, in_axes, out_axes, randomness, chunk_size, args, kwargs)
         state, flat, in_dims = batch.prepare(args, kwargs)
         return batch.rebuild(state, batch.run(state, flat, in_dims))
 
     return batched
+
+
+# NOTE [vmap under jit]
+# Under torch.compile the preparation above (optree structures as cache keys, the named-axis
+# token) cannot be traced, so an unnamed vmap hands its arguments straight to torch.func.vmap,
+# which dynamo traces; keyword arguments travel as one extra positional dict mapped over axis 0,
+# as JAX maps them. Arguments and axes must then be what torch.func.vmap accepts (tensors and
+# torch's own containers: tuples, lists, dicts, namedtuples). A named axis takes the eager path.
+def _traced(
+    fun: Callable[..., Any],
+    in_axes: Any,
+    out_axes: Any,
+    randomness: str,
+    chunk_size: int | None,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    opts: dict[str, Any] = {"randomness": randomness, "chunk_size": chunk_size}
+    if not kwargs:
+        return torch.func.vmap(fun, in_dims=in_axes, out_dims=out_axes, **opts)(*args)
+    per_arg = in_axes if isinstance(in_axes, tuple) else (in_axes,) * len(args)
+
+    def with_keywords(positional: tuple[Any, ...], keywords: dict[str, Any]) -> Any:
+        return fun(*positional, **keywords)
+
+    batched = torch.func.vmap(with_keywords, in_dims=(per_arg, 0), out_dims=out_axes, **opts)
+    return batched(tuple(args), dict(kwargs))
