@@ -108,18 +108,18 @@ def _process_axis(call: str, group: Any) -> ProcessAxis:
                 _LAUNCH_HINT,
             )
         )
-    pg = dist.group.WORLD if group is None else group
-    rank = dist.get_rank(pg)
-    if rank < 0:
+    if group is dist.GroupMember.NON_GROUP_MEMBER:
         raise ValueError(
             message(
                 call,
                 "this process is not a member of the process group",
                 "a group this process belongs to (every member must call the pmapped function)",
-                f"a group of {dist.get_world_size(pg)} processes without rank {dist.get_rank()}",
+                f"dist.new_group(...)'s placeholder for a group without rank {dist.get_rank()}",
                 "Call the pmapped function only on the group's members, or pass another group.",
             )
         )
+    pg = dist.group.WORLD if group is None else group
+    rank = dist.get_rank(pg)
     backend = str(dist.get_backend(pg))
     return ProcessAxis(pg, rank, dist.get_world_size(pg), backend, _devices(backend))
 
@@ -207,6 +207,15 @@ def pmap(fun: Any = None, axis_name: Hashable = None, *, group: Any = None) -> A
             f"Name the axis the collectives reduce over: pmap({name}, axis_name='i').",
         )
     check_name(f"pmap({name}, axis_name={axis_name!r})", axis_name)
+    ok_group = isinstance(group, dist.ProcessGroup) or group == dist.GroupMember.NON_GROUP_MEMBER
+    if group is not None and not ok_group:
+        raise_type(
+            f"pmap({name}, axis_name={axis_name!r}, group=...)",
+            "group is not a torch.distributed process group",
+            "None (the default group) or a ProcessGroup such as dist.new_group([0, 1])",
+            describe(group),
+            "Make the group with torch.distributed.new_group(ranks) on every process.",
+        )
     call = f"pmap({name}, axis_name={axis_name!r})(...)"
 
     @functools.wraps(fun)

@@ -383,6 +383,15 @@ def subgroups_and_a_mesh(r: int, n: int) -> None:
     want = vmap(vmap(body, axis_name="j"), axis_name="i")(xs)
     got = pmap(pmap(body, "j", group=rows[i]), "i", group=cols[j])(xs[i, j])
     close(got, fu.tree_util.tree_map(lambda t: t[i, j], want))
+    # a process outside the group: the placeholder new_group returns there is refused
+    outside = dist.new_group([0, 1])
+    if r >= 2:
+        try:
+            pmap(lambda v: psum(v, "k"), "k", group=outside)(xs[i, j])
+        except ValueError as e:
+            assert "this process is not a member of the process group" in str(e), str(e)
+        else:
+            raise AssertionError("no ValueError outside the group")
     # a pmap over a subgroup: ranks {0, 1} and {2, 3} reduce separately
     got_row = pmap(lambda v: (psum(v, "k"), axis_index("k")), "k", group=rows[i])(xs[i, j])
     close(got_row, (xs[i].sum(0), torch.tensor(j)))

@@ -144,6 +144,14 @@ def test_error_pmap_build() -> None:
         pmap(lambda x: x, torch.tensor(1))
     with _raises(TypeError, "axis_name is not hashable"):
         pmap(lambda x: x, ["i"])
+    with _raises(
+        TypeError,
+        "pmap(f, axis_name='i', group=...): group is not a torch.distributed process group; "
+        "expected None (the default group) or a ProcessGroup such as dist.new_group([0, 1]), "
+        "got list [0, 1]. Make the group with torch.distributed.new_group(ranks) on every "
+        "process.",
+    ):
+        pmap(f, "i", group=[0, 1])
 
 
 def test_pmap_keeps_the_function_name_and_works_as_a_decorator() -> None:
