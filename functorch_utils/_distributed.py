@@ -542,10 +542,8 @@ def psum_flat(leaves: list[torch.Tensor], proc: ProcessAxis, *, mean: bool = Fal
     result: list[torch.Tensor | None] = [None] * len(leaves)
     summed: list[int] = []
     for k, v in enumerate(leaves):
-        if v.dtype == torch.bool:
-            flag = v.to(torch.uint8, memory_format=torch.contiguous_format)
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=proc.group)
-            result[k] = flag.bool()
+        if v.dtype == torch.bool:  # or-ed: a count of the ranks that hold True, then > 0
+            result[k] = _psum(v.to(torch.int32), proc) > 0
         elif v.numel() == 0:
             result[k] = v * proc.size
         else:

@@ -119,6 +119,12 @@ def each_collective(r: int, n: int) -> None:
     same_as_vmap(lambda v: (psum(v, "i"), pmax(v, "i"), all_gather(v, "i")), ints, r=r)
     bools = torch.tensor([[True, False, False], [False, False, True]] * n)[:n]
     same_as_vmap(lambda v: psum(v, "i"), bools, r=r)
+    # bool inside an inner vmap, complex tensors
+    same_as_vmap(vmap(lambda v: psum(v > 0, "i")), xs, r=r)
+    zs = torch.complex(xs, members(n, (3, 2), 16))
+    same_as_vmap(lambda v: (psum(v, "i"), pmean({"z": v, "w": v.real}, "i")), zs, r=r)
+    same_as_vmap(lambda v: all_gather(v, "i", axis=1), zs, r=r)
+    same_as_vmap(lambda v: fu.grad(lambda u: psum(u * u.conj(), "i").real.sum())(v), zs, r=r)
     # empty tensors
     same_as_vmap(lambda v: (psum(v[:0], "i"), all_gather(v[:0], "i")), xs, r=r)
 
