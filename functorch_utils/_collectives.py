@@ -218,19 +218,21 @@ def psum(x: Any, axis_name: Any, *, axis_index_groups: Any = None) -> Any:
     """Sum ``x`` over the named ``vmap`` axis (or axes), as ``jax.lax.psum``.
 
     Every member gets the same sum. The derivative follows JAX: ``psum`` is linear and its
-    transpose is ``psum``.
+    transpose is ``psum``. Over an axis bound by ``distributed.pmap`` the members are processes
+    and a pytree is summed in one all-reduce per dtype (see the Distributed guide).
 
     Args:
         x: a tensor, a Python number or a pytree of them. ``psum(1, "i")`` is the axis size.
-        axis_name: the name given to an enclosing ``vmap(..., axis_name=...)``, or a tuple of names
-            to sum over several axes.
+        axis_name: the name given to an enclosing ``vmap(..., axis_name=...)`` (or
+            ``distributed.pmap``), or a tuple of names to sum over several axes.
         axis_index_groups: not supported (must be ``None``).
 
     Returns:
         ``x``'s structure, each leaf summed over the axis.
 
     Raises:
-        UnboundAxisNameError: (a ``NameError``) if no enclosing ``vmap`` binds ``axis_name``.
+        UnboundAxisNameError: (a ``NameError``) if no enclosing ``vmap`` (or
+            ``distributed.pmap``) binds ``axis_name``.
 
     Example:
         >>> import torch
@@ -449,6 +451,8 @@ def all_gather(
 
 def axis_index(axis_name: Any) -> torch.Tensor:
     """This member's index along the named ``vmap`` axis, as ``jax.lax.axis_index``.
+
+    Over an axis bound by ``distributed.pmap`` it is this process's rank in the group.
 
     Args:
         axis_name: a bound axis name, or a tuple of names (the row-major index over their product).
