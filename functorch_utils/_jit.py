@@ -70,7 +70,7 @@ class JitFallbackWarning(UserWarning):
 # kernels instead of generating them (measured in docs/jit.md). torch puts them under
 # /tmp/torchinductor_<user>, which is wiped at reboot. ``jit`` points them at a project cache
 # directory instead, the first time it compiles, unless the user already chose one:
-# ``TORCHINDUCTOR_CACHE_DIR`` wins, then ``FUNCTORCH_UTILS_CACHE_DIR``, then
+# ``TORCHINDUCTOR_CACHE_DIR`` wins (unless it holds torch's own default), then ``FUNCTORCH_UTILS_CACHE_DIR``, then
 # ``$XDG_CACHE_HOME/functorch_utils/inductor`` (``~/.cache/...``).
 _cache_lock = threading.Lock()
 _cache_chosen = False
@@ -88,7 +88,10 @@ def cache_dir() -> str:
     with _cache_lock:
         if not _cache_chosen:
             _cache_chosen = True
-            if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+            current = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+            # torch writes its default into the variable the first time it resolves the
+            # directory, so torch's own default does not count as the user's choice
+            if current is None or os.path.abspath(current) == hooks.inductor_default_cache_dir():
                 chosen = os.environ.get("FUNCTORCH_UTILS_CACHE_DIR")
                 if not chosen:
                     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(

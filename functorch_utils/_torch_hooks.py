@@ -7,6 +7,7 @@ one fails in CI, not in a user's derivative.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -369,6 +370,15 @@ def compile_failure_reason(err: BaseException) -> str:
         if line.strip():
             lines.append(line.strip())
     return " ".join(lines[:4]) or type(err).__name__
+
+
+def inductor_default_cache_dir() -> str:
+    """torch's own default for the inductor cache directory (under the temp directory)."""
+    try:
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+    except ImportError as e:  # pragma: no cover - depends on the torch version
+        raise _missing("torch._inductor.runtime.cache_dir_utils.default_cache_dir") from e
+    return os.path.abspath(default_cache_dir())
 
 
 def inductor_cache_dir() -> str:

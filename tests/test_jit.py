@@ -289,6 +289,11 @@ def test_cache_dir_is_a_project_directory(monkeypatch, tmp_path):
     monkeypatch.setenv("FUNCTORCH_UTILS_CACHE_DIR", str(tmp_path / "cc"))
     assert fu.cache_dir() == str(tmp_path / "cc")
     monkeypatch.setattr(_jit, "_cache_chosen", False)
+    from functorch_utils import _torch_hooks
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", _torch_hooks.inductor_default_cache_dir())
+    assert fu.cache_dir() == str(tmp_path / "cc")  # torch's own default is not a choice
+    monkeypatch.setattr(_jit, "_cache_chosen", False)
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "user"))
     assert fu.cache_dir() == str(tmp_path / "user")  # the user's own choice wins
 
