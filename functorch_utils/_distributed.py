@@ -244,7 +244,14 @@ def _compiling() -> bool:
 # autograd.Function, which torch.func refuses (it has no setup_context), and a custom ``jvp``
 # staticmethod is not traceable at all. Running the Function eagerly keeps every transform's
 # answer the eager one.
-@torch.compiler.disable
+_EAGER_REASON = (
+    "functorch_utils: a collective over a distributed.pmap axis (psum, pmean, pmax, pmin, "
+    "all_gather) runs eagerly between compiled graphs; compile with fullgraph=False "
+    "(jit(f, fullgraph=False)), or compile the code between the collectives"
+)
+
+
+@torch.compiler.disable(reason=_EAGER_REASON)
 def _eager_apply(fn: Any, x: torch.Tensor, proc: ProcessAxis) -> torch.Tensor:
     out: torch.Tensor = fn.apply(x, proc)
     return out
@@ -524,7 +531,7 @@ def _psum_many(proc: ProcessAxis, divide: int, nb: int, leaves: list[torch.Tenso
     return out
 
 
-@torch.compiler.disable
+@torch.compiler.disable(reason=_EAGER_REASON)
 def _eager_apply_many(
     proc: ProcessAxis, divide: int, nb: int, leaves: list[torch.Tensor]
 ) -> torch.Tensor:

@@ -356,6 +356,16 @@ def compiled(r: int, n: int) -> None:
     warnings.filterwarnings("ignore", message="The .grad attribute of a Tensor that is not a leaf")
     warnings.filterwarnings("ignore", message=".*should not be instantiated")
     close(torch.compile(f, backend="eager")(xs[r]), ref(xs)[r])
+    # jit compiles with fullgraph=True: a clear error that says what to do; fullgraph=False runs
+    if hasattr(fu, "jit"):
+        try:
+            fu.jit(f)(xs[r])
+        except Exception as e:
+            assert "a collective over a distributed.pmap axis" in str(e), str(e)
+            assert "fullgraph=False" in str(e), str(e)
+        else:
+            raise AssertionError("jit(fullgraph=True) of a collective across processes ran")
+        close(fu.jit(f, fullgraph=False)(xs[r]), ref(xs)[r])
     # outer autograd through the compiled forward
     a = xs[r].clone().requires_grad_()
     torch.compile(f, backend="eager")(a).sum().backward()
