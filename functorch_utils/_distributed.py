@@ -124,6 +124,16 @@ def _process_axis(call: str, group: Any) -> ProcessAxis:
     return ProcessAxis(pg, rank, dist.get_world_size(pg), backend, _devices(backend))
 
 
+def _index_device(proc: ProcessAxis) -> torch.device:
+    """Where ``axis_index`` lives: the CPU, unless the backend reduces CUDA tensors only (NCCL),
+    where it is the current GPU, so that gathering it needs no copy."""
+    if proc.devices is None or "cpu" in proc.devices or not torch.cuda.is_available():
+        return torch.device("cpu")
+    if "cuda" in proc.devices:
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 @overload
 def pmap(fun: _F, axis_name: Hashable, *, group: Any = None) -> _F: ...
 
@@ -221,7 +231,7 @@ def pmap(fun: Any = None, axis_name: Hashable = None, *, group: Any = None) -> A
     @functools.wraps(fun)
     def pmapped(*args: Any, **kwargs: Any) -> Any:
         proc = _process_axis(call, group)
-        token = torch.tensor(proc.rank)
+        token = torch.tensor(proc.rank, device=_index_device(proc))
         with bind(Axis(axis_name, proc.size, token, proc)):
             return fun(*args, **kwargs)
 
