@@ -700,25 +700,30 @@ def _select_horner(
     masks: list[torch.Tensor], tables: list[tuple[float, ...]], w: torch.Tensor, fused: bool
 ) -> torch.Tensor:
     """Horner's rule with per-element coefficients, XLA's way: ``tables[i]`` where ``masks[i]``
-    (the last table elsewhere). Shorter tables are padded with leading zeros. ``fused`` rounds each
-    step once (float32 only: exact products in float64), like XLA's fused multiply-add."""
+    (the last table elsewhere); shorter tables are padded with leading zeros. The coefficients
+    are rounded to ``w``'s dtype, as XLA's constants are. ``fused`` rounds each step once
+    (float32: exact products in float64), like XLA's fused multiply-add."""
     n = max(len(t) for t in tables)
     padded = [(0.0,) * (n - len(t)) + t for t in tables]
+    consts = torch.tensor(padded, dtype=w.dtype, device=w.device).T  # (n, len(tables))
+    if fused:
+        consts = consts.double()  # the rounded constants, exact in float64
 
     def coef(i: int) -> torch.Tensor:
-        out = torch.full_like(w, padded[-1][i])
-        for m, t in zip(reversed(masks), reversed(padded[:-1])):
-            out = torch.where(m, t[i], out)
+        out = consts[i, -1]
+        for j in range(len(masks) - 1, -1, -1):
+            out = torch.where(masks[j], consts[i, j], out)
         return out
 
-    p: torch.Tensor = torch.zeros_like(w) + coef(0)
     if fused:
         w64 = w.double()
+        p = coef(0).expand_as(w64)
         for i in range(1, n):
-            p = (p.double() * w64 + coef(i)).float()
-        return p
+            p = torch.addcmul(coef(i), p, w64).float().double()
+        return p.float()
+    p = coef(0).expand_as(w)
     for i in range(1, n):
-        p = p * w + coef(i)
+        p = torch.addcmul(coef(i), p, w)
     return p
 
 
