@@ -242,16 +242,20 @@ def _positional_params(
 
 
 def _to_tensor_leaf(call: str, leaf: Any, where: str) -> torch.Tensor:
-    """A dynamic leaf as a tensor: Python numbers become 0-d tensors (JAX traces them too)."""
+    """A dynamic leaf as a tensor: a Python number becomes a 0-d tensor (JAX traces it too).
+
+    The 0-d tensor keeps the number's full precision (float64, int64, complex128) and, like a
+    Python number in torch's type promotion, does not change the dtype of the tensors it meets
+    (``x_float32 * s`` stays float32), so results equal the eager call's.
+    """
     if isinstance(leaf, bool):
         return torch.tensor(leaf)
     if isinstance(leaf, int):
         return torch.tensor(leaf, dtype=torch.int64)
     if isinstance(leaf, float):
-        return torch.tensor(leaf, dtype=torch.get_default_dtype())
+        return torch.tensor(leaf, dtype=torch.float64)
     if isinstance(leaf, complex):
-        dtype = torch.complex128 if torch.get_default_dtype() == torch.float64 else torch.complex64
-        return torch.tensor(leaf, dtype=dtype)
+        return torch.tensor(leaf, dtype=torch.complex128)
     raise_type(
         call,
         f"argument {where} is not a tensor, a Python number or a pytree of them, so it cannot be "
@@ -521,8 +525,8 @@ def jit(
 
     Args:
         fun: The function to compile. Its arguments are pytrees of tensors (Python numbers
-            become 0-d tensors: ``int`` → int64, ``float`` → the default dtype), except the static
-            ones. Its results may be any pytree. Without ``fun``, ``jit(**options)`` returns a
+            become 0-d tensors: ``int`` → int64, ``float`` → float64, which like Python numbers
+            do not change the dtype of the tensors they meet), except the static ones. Its results may be any pytree. Without ``fun``, ``jit(**options)`` returns a
             decorator.
         static_argnums: Positions of static arguments: their values are Python values (hashable)
             that are part of the cache key, so each new value compiles again. Given alone, the

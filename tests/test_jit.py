@@ -74,8 +74,12 @@ def test_python_numbers_become_tensors_as_jax_traces_them():
     assert torch.equal(jf(torch.ones(2), 5.0), torch.full((2,), 5.0))
     assert jf._cache_size() == 1  # the number is a 0-d tensor, not a constant: no recompile
     g = fu.jit(lambda n: n, **EAGER)
-    assert g(3).dtype == torch.int64 and g(2.0).dtype == torch.get_default_dtype()
-    assert g(True).dtype == torch.bool
+    assert g(3).dtype == torch.int64 and g(2.0).dtype == torch.float64
+    assert g(True).dtype == torch.bool and g(1j).dtype == torch.complex128
+    # full precision, and no promotion of the tensors a number meets (as a Python number)
+    h = fu.jit(lambda x, s: x * s, **EAGER)
+    assert h(torch.ones(2), 0.1).dtype == torch.float32
+    assert h(torch.ones(2, dtype=torch.float64), 0.1)[0].item() == 0.1
 
 
 def test_decorator_forms_and_methods():
@@ -461,3 +465,37 @@ def test_jit_and_eval_shape_match_jax():
     flat_ours = tree_util.tree_leaves(s_ours)
     flat_jax = jax.tree_util.tree_leaves(s_jax)
     assert [tuple(s.shape) for s in flat_ours] == [tuple(s.shape) for s in flat_jax]
+
+
+# ---------------------------------------------------------------------------------------------
+# properties: jitted equals eager over random pytrees and shapes, through the transforms
+
+hypothesis = pytest.importorskip("hypothesis")
+st = hypothesis.strategies
+
+
+def _tree_loss(tree, scale):
+    return sum((torch.sin(leaf) * scale).pow(2).sum() for leaf in tree_util.tree_leaves(tree))
+
+
+_PROPERTY_TRANSFORMS = {
+    "plain": lambda: lambda t, s: tree_util.tree_map(lambda x: torch.tanh(x) * s, t),
+    "grad": lambda: fu.grad(_tree_loss),
+    "value_and_grad": lambda: fu.value_and_grad(_tree_loss),
+    "jvp": lambda: lambda t, s: fu.jvp(lambda u: _tree_loss(u, s), (t,), (t,)),
+    "vjp": lambda: (
+        lambda t, s: fu.vjp(lambda u: _tree_loss(u, s), t)[1](torch.ones((), dtype=torch.float64))
+    ),
+}
+
+
+@hypothesis.settings(max_examples=12)
+@hypothesis.given(
+    data=st.data(), name=st.sampled_from(sorted(_PROPERTY_TRANSFORMS)), scale=st.floats(-2, 2)
+)
+def test_jit_equals_eager_over_random_pytrees(data, name, scale):
+    from functorch_utils.testing import strategies as fst
+
+    tree = data.draw(fst.pytrees(fst.tensors(torch.float64, fst.shapes(max_numel=6))))
+    fn = _PROPERTY_TRANSFORMS[name]()
+    tree_allclose(fu.jit(fn, **EAGER)(tree, scale), fn(tree, scale))
