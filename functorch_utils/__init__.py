@@ -7,6 +7,7 @@ Example:
     {'w': tensor([2., 4.])}
 """
 
+from . import distributed as distributed
 from . import flatten_util as flatten_util
 from . import lax as lax
 from . import nn as nn
@@ -82,6 +83,7 @@ __all__ = [
     "all_gather",
     "axis_index",
     # sub-modules
+    "distributed",
     "flatten_util",
     "lax",
     "nn",

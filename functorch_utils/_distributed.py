@@ -290,22 +290,15 @@ def _fresh(x: torch.Tensor) -> torch.Tensor:
 # receives a legacy batched tensor, which the c10d ops cannot take. ``_batched`` peels that one
 # level off (the physical tensor, batch dim first), runs the collective on it with the batch dims
 # kept in front, and puts the level back.
-def _legacy_level() -> int:
-    """The innermost legacy-vmap level now active (its nesting counter, read without change)."""
-    level = int(torch._C._vmapmode_increment_nesting())
-    torch._C._vmapmode_decrement_nesting()
-    return level - 1
-
-
 def _batched(
     x: torch.Tensor, op: Callable[[torch.Tensor, int], torch.Tensor], call: str
 ) -> torch.Tensor:
     """``op(physical, number of leading batch dims)``, through one legacy vmap level if any."""
-    if _compiling() or not torch._C._functorch.is_legacy_batchedtensor(x):
+    if _compiling() or not hooks.is_legacy_batched(x):
         return op(x, 0)  # (the tape's batched backward never runs under compilation)
-    level = _legacy_level()
-    phys = torch._remove_batch_dim(x, level, 1, 0)
-    if torch._C._functorch.is_legacy_batchedtensor(phys):
+    level = hooks.legacy_vmap_level()
+    phys = hooks.remove_legacy_batch_dim(x, level)
+    if hooks.is_legacy_batched(phys):
         raise ValueError(
             message(
                 call,
@@ -316,7 +309,7 @@ def _batched(
                 "Use torch.func.vmap (or functorch_utils.vmap/jacrev) for the inner levels.",
             )
         )
-    return torch._add_batch_dim(op(phys, 1), 0, level)
+    return hooks.add_legacy_batch_dim(op(phys, 1), level)
 
 
 def _all_reduce_sum(x: torch.Tensor, group: Any) -> torch.Tensor:

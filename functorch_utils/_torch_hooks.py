@@ -388,3 +388,43 @@ def inductor_cache_dir() -> str:
     except ImportError as e:  # pragma: no cover - depends on the torch version
         raise _missing("torch._inductor.runtime.cache_dir_utils.cache_dir") from e
     return cache_dir()
+
+
+# ---------------------------------------------------------------------------------------------
+# The tape's batched backward (``torch.autograd.grad(..., is_grads_batched=True)``) batches with
+# torch's legacy vmap, which never calls an ``autograd.Function``'s ``vmap`` rule: a Function
+# whose backward must see the physical tensor (the collectives across processes) peels the level.
+
+
+def is_legacy_batched(x: torch.Tensor) -> bool:
+    """Whether ``x`` is batched by torch's legacy vmap (the tape's batched backward)."""
+    try:
+        return bool(torch._C._functorch.is_legacy_batchedtensor(x))
+    except AttributeError as e:  # pragma: no cover - depends on the torch version
+        raise _missing("torch._C._functorch.is_legacy_batchedtensor") from e
+
+
+def legacy_vmap_level() -> int:
+    """The innermost active legacy-vmap level (its nesting counter, read without change)."""
+    try:
+        level = int(torch._C._vmapmode_increment_nesting())
+        torch._C._vmapmode_decrement_nesting()
+    except AttributeError as e:  # pragma: no cover - depends on the torch version
+        raise _missing("torch._C._vmapmode_increment_nesting") from e
+    return level - 1
+
+
+def remove_legacy_batch_dim(x: torch.Tensor, level: int) -> torch.Tensor:
+    """The physical tensor of ``x`` at legacy ``level``, its batch dimension first."""
+    try:
+        return torch._remove_batch_dim(x, level, 1, 0)
+    except AttributeError as e:  # pragma: no cover - depends on the torch version
+        raise _missing("torch._remove_batch_dim") from e
+
+
+def add_legacy_batch_dim(x: torch.Tensor, level: int) -> torch.Tensor:
+    """``x`` batched along its first dimension at legacy ``level`` (inverse of the above)."""
+    try:
+        return torch._add_batch_dim(x, 0, level)
+    except AttributeError as e:  # pragma: no cover - depends on the torch version
+        raise _missing("torch._add_batch_dim") from e

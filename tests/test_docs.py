@@ -27,6 +27,7 @@ PUBLIC_MODULES = [
     "functorch_utils.tree_util",
     "functorch_utils.flatten_util",
     "functorch_utils.lax",
+    "functorch_utils.distributed",
 ]
 
 _FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.MULTILINE | re.DOTALL)

@@ -234,3 +234,31 @@ def test_is_batched_and_unwrap_all_walk_every_functorch_level():
     for _, _, plain in seen:
         assert not torch._C._functorch.is_functorch_wrapped_tensor(plain)
     assert seen[0][2].tolist() == [False, True] and seen[1][2].tolist() == [[False, True]]
+
+
+# ---------------------------------------------------------------------------------------------
+# legacy vmap levels of the tape's batched backward (used by the collectives across processes)
+
+
+def test_legacy_batch_dims_round_trip_in_the_tapes_batched_backward():
+    seen = {}
+
+    class Probe(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, g):
+            seen["batched"] = hooks.is_legacy_batched(g)
+            level = hooks.legacy_vmap_level()
+            phys = hooks.remove_legacy_batch_dim(g, level)
+            seen["physical"] = tuple(phys.shape)
+            seen["peeled"] = hooks.is_legacy_batched(phys)
+            return hooks.add_legacy_batch_dim(phys * 2, level)
+
+    x = torch.ones(3, requires_grad=True)
+    (g,) = torch.autograd.grad(Probe.apply(x), x, torch.eye(3), is_grads_batched=True)
+    assert seen == {"batched": True, "physical": (3, 3), "peeled": False}
+    torch.testing.assert_close(g, 2 * torch.eye(3))
+    assert not hooks.is_legacy_batched(torch.ones(2))
