@@ -267,8 +267,7 @@ def _to_tensor_leaf(call: str, leaf: Any, where: str) -> torch.Tensor:
     )
 
 
-def _leaf_class(x: torch.Tensor) -> tuple[Any, ...]:
-    return (x.dtype, x.dim(), x.device, x.requires_grad)
+_NO_STATICS: dict[Any, Any] = {}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -392,28 +391,42 @@ class Jitted:
         # through it, with the same values.
         if hooks.is_compiling() or hooks.current_level() is not None:
             return self._fun(*args, **kwargs)
+        if not kwargs and not self._statics.any:  # fast path: tensors only, no flatten
+            classes = []
+            for a in args:
+                if not isinstance(a, torch.Tensor):
+                    break
+                classes.append((a.dtype, a.dim(), a.device, a.requires_grad))
+            else:
+                return self._run(self._entry((len(args), tuple(classes))), args, {})
         call = self._call
-        key, s_args, s_kw, d_args, d_kw = self._statics.split(call, args, kwargs)
+        if self._statics.any:
+            key, s_args, s_kw, d_args, d_kw = self._statics.split(call, args, kwargs)
+        else:
+            key, s_args, s_kw, d_args, d_kw = None, _NO_STATICS, _NO_STATICS, args, kwargs
         leaves, spec = _pytree.flatten((d_args, d_kw), call=call, root="args")
-        converted = False
         classes = []
+        numbers = False
         for i, leaf in enumerate(leaves):
             if not isinstance(leaf, torch.Tensor):
                 leaves[i] = leaf = _to_tensor_leaf(call, leaf, _arg_name(d_args, d_kw, s_args, i))
-                converted = True
-            classes.append(_leaf_class(leaf))
-        if converted:
+                numbers = True
+            classes.append((leaf.dtype, leaf.dim(), leaf.device, leaf.requires_grad))
+        if numbers:
             d_args, d_kw = _pytree.unflatten(spec, leaves)
         entry = self._entry((key, spec, tuple(classes)))
-        full = _merge(d_args, s_args)
+        full = _merge(d_args, s_args) if s_args else d_args
         if s_kw:
             d_kw = {**d_kw, **s_kw}
+        return self._run(entry, full, d_kw)
+
+    def _run(self, entry: _Entry, args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
         if entry.eager:
-            return self._fun(*full, **d_kw)
+            return self._fun(*args, **kwargs)
         try:
-            return entry.compiled(*full, **d_kw)
+            return entry.compiled(*args, **kwargs)
         except hooks.dynamo_exception_types() as e:
-            return self._compile_failed(entry, e, full, d_kw)
+            return self._compile_failed(entry, e, args, kwargs)
 
     def __get__(self, obj: Any, objtype: Any = None) -> Any:
         """As a method: ``self`` is the first argument (a pytree, or static)."""
@@ -422,10 +435,16 @@ class Jitted:
         return functools.partial(self, obj)
 
     def _entry(self, key: Hashable) -> _Entry:
+        entry = self._entries.get(key)
+        if entry is not None:
+            try:
+                self._entries.move_to_end(key)
+            except KeyError:  # evicted by another thread meanwhile: it is still usable
+                pass
+            return entry
         with self._lock:
             entry = self._entries.get(key)
             if entry is not None:
-                self._entries.move_to_end(key)
                 return entry
             if len(self._entries) >= self._max_entries:
                 self._entries.popitem(last=False)
