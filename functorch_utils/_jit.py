@@ -10,6 +10,7 @@ entry, where torch's automatic dynamic shapes make the second size compile a siz
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
@@ -403,7 +404,7 @@ class Jitted:
         if self._statics.any:
             key, s_args, s_kw, d_args, d_kw = self._statics.split(call, args, kwargs)
         else:
-            key, s_args, s_kw, d_args, d_kw = None, _NO_STATICS, _NO_STATICS, args, kwargs
+            key, s_args, s_kw, d_args, d_kw = None, _NO_STATICS, _NO_STATICS, list(args), kwargs
         leaves, spec = _pytree.flatten((d_args, d_kw), call=call, root="args")
         classes = []
         numbers = False
@@ -437,10 +438,8 @@ class Jitted:
     def _entry(self, key: Hashable) -> _Entry:
         entry = self._entries.get(key)
         if entry is not None:
-            try:
+            with contextlib.suppress(KeyError):  # evicted by another thread: still usable
                 self._entries.move_to_end(key)
-            except KeyError:  # evicted by another thread meanwhile: it is still usable
-                pass
             return entry
         with self._lock:
             entry = self._entries.get(key)
