@@ -229,23 +229,19 @@ def test_discrete_samplers_match_jax_exactly(seed):
     logits = np.random.RandomState(seed).randn(4, 5).astype(np.float32)
     L = torch.tensor(logits)
     _assert_exact(random.bernoulli(k, 0.3, (200,)), jr.bernoulli(jk, 0.3, (200,)))
-    _assert_exact(random.bernoulli(k, 0.3, (200,), "high"), jr.bernoulli(jk, 0.3, (200,), "high"))
     _assert_exact(
         random.bernoulli(k, torch.linspace(0, 1, 50)), jr.bernoulli(jk, jnp.linspace(0, 1, 50))
     )
     _assert_exact(random.categorical(k, L), jr.categorical(jk, logits))
-    _assert_exact(random.categorical(k, L, shape=(7, 4)), jr.categorical(jk, logits, shape=(7, 4)))
     _assert_exact(
         random.categorical(k, L, shape=(3, 4), replace=False),
         jr.categorical(jk, logits, shape=(3, 4), replace=False),
     )
     _assert_exact(random.permutation(k, 10), jr.permutation(jk, 10))
-    _assert_exact(random.permutation(k, L), jr.permutation(jk, logits))
     _assert_exact(
         random.permutation(k, L, axis=1, independent=True),
         jr.permutation(jk, logits, axis=1, independent=True),
     )
-    _assert_exact(random.choice(k, L, (2, 3), axis=1), jr.choice(jk, logits, (2, 3), axis=1))
     p = np.array([0.1, 0.2, 0.3, 0.4], np.float32)
     _assert_exact(
         random.choice(k, 4, (3,), replace=False, p=torch.tensor(p)),
@@ -263,6 +259,10 @@ def test_more_discrete_variants_match_jax_exactly(seed):
     logits = np.random.RandomState(seed).randn(4, 5).astype(np.float32)
     L = torch.tensor(logits)
     _assert_exact(random.categorical(k, L, axis=0), jr.categorical(jk, logits, axis=0))
+    _assert_exact(random.bernoulli(k, 0.3, (200,), "high"), jr.bernoulli(jk, 0.3, (200,), "high"))
+    _assert_exact(random.categorical(k, L, shape=(7, 4)), jr.categorical(jk, logits, shape=(7, 4)))
+    _assert_exact(random.permutation(k, L), jr.permutation(jk, logits))
+    _assert_exact(random.choice(k, L, (2, 3), axis=1), jr.choice(jk, logits, (2, 3), axis=1))
     _assert_exact(
         random.categorical(k, L, axis=0, shape=(2, 5), replace=False),
         jr.categorical(jk, logits, axis=0, shape=(2, 5), replace=False),
@@ -284,12 +284,8 @@ def test_continuous_samplers_match_jax_closely(seed):
     k, jk = random.key(seed), jr.PRNGKey(seed)
     # log/log1p differ from XLA's by an ulp: scale-relative bounds where results cross zero
     _assert_ulps(random.exponential(k, (2000,)), jr.exponential(jk, (2000,)), 2)
-    _assert_ulps(random.laplace(k, (2000,)), jr.laplace(jk, (2000,)), 2)
     _assert_ulps(random.logistic(k, (2000,)), jr.logistic(jk, (2000,)), 4, scale=1.0)
     _assert_ulps(random.gumbel(k, (2000,)), jr.gumbel(jk, (2000,)), 4, scale=1.0)
-    _assert_ulps(
-        random.gumbel(k, (2000,), mode="high"), jr.gumbel(jk, (2000,), mode="high"), 4, scale=1.0
-    )
     # erf/erfinv near the truncation bounds: XLA's erf is an approximation of its own
     np.testing.assert_allclose(
         _np(random.truncated_normal(k, -1.5, 0.7, (2000,))),
@@ -297,19 +293,15 @@ def test_continuous_samplers_match_jax_closely(seed):
         rtol=1e-4,
         atol=1e-6,
     )
-    a = np.array([0.1, 0.5, 0.9, 1.0, 1.5, 3.0, 10.0, 100.0] * 10, np.float32)
-    np.testing.assert_allclose(_np(random.gamma(k, torch.tensor(a))), jr.gamma(jk, a), rtol=1e-5)
-    np.testing.assert_allclose(
-        _np(random.loggamma(k, torch.tensor(a))), jr.loggamma(jk, a), rtol=1e-4, atol=1e-6
-    )
-    np.testing.assert_allclose(
-        _np(random.beta(k, 2.0, torch.tensor(a))), jr.beta(jk, 2.0, a), rtol=1e-5, atol=1e-7
-    )
-    np.testing.assert_allclose(
-        _np(random.dirichlet(k, torch.tensor(a[:24]).reshape(3, 8))),
-        jr.dirichlet(jk, a[:24].reshape(3, 8)),
-        rtol=1e-5,
-        atol=1e-7,
+
+
+@thorough
+def test_more_continuous_variants_match_jax_closely():
+    _, _jnp, jr = _jax()
+    k, jk = random.key(5), jr.PRNGKey(5)
+    _assert_ulps(random.laplace(k, (2000,)), jr.laplace(jk, (2000,)), 2)
+    _assert_ulps(
+        random.gumbel(k, (2000,), mode="high"), jr.gumbel(jk, (2000,), mode="high"), 4, scale=1.0
     )
     C = np.array([[2.0, 0.5], [0.5, 1.0]], np.float32)
     m = np.array([1.0, -1.0], np.float32)
@@ -335,6 +327,7 @@ def test_gamma_and_its_gradient_match_jax():
     np.testing.assert_allclose(_np(grad(lambda a: random.gamma(k, a).sum())(a)), jg, rtol=1e-4)
 
 
+@thorough
 def test_beta_matches_jax():  # loggamma underneath, for both parameters
     _, _, jr = _jax()
     k, jk = random.key(2), jr.PRNGKey(2)
