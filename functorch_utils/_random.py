@@ -602,11 +602,13 @@ def uniform(
 # XLA evaluates Giles' polynomial approximation ("Approximating the erfinv function", GPU
 # Computing Gems Jade, 2011), which differs from the true value by up to ~60 float32 ulps
 # (~6000 float64 ulps) in the tails. To give JAX's numbers, ``_erfinv`` evaluates the same
-# polynomials (Giles' published coefficients) on ``w = -log1p(-x * x)``, with the Horner steps
-# rounded once each as XLA's fused multiply-adds are (float32: exact products in float64;
-# float64: plain steps, which costs a few ulps). Measured against ``jax.lax.erf_inv`` on 200k
-# normal draws: float32 99% bit-equal, at most 2 ulps; float64 88% bit-equal, at most ~21 ulps
-# (the remaining differences come from torch's ``log1p`` and ``sqrt`` vs XLA's).
+# polynomials (Giles' published coefficients, selected per element as XLA does) on
+# ``w = -log1p(-x * x)``, with each Horner step rounded once as XLA's fused multiply-adds are:
+# ``torch.addcmul`` is one fused multiply-add on FMA hardware (probed at import,
+# ``_ADDCMUL_IS_FUSED``); without it, float32 steps take exact products in float64. Measured
+# against JAX on 100k normal draws: float32 99% bit-equal, at most 3 ulps; float64 95%
+# bit-equal, at most 30 ulps (the remaining differences come from torch's ``log1p`` and
+# ``sqrt`` vs XLA's).
 _F32_LT = (
     2.81022636e-08,
     3.43273939e-07,
@@ -696,17 +698,28 @@ _F64_C = (
 )
 
 
+def _addcmul_is_fused() -> bool:
+    """Whether ``torch.addcmul`` rounds ``c + a * b`` once for float32 on CPU (an FMA build)."""
+    a = torch.tensor([1.0 + 2.0**-12], dtype=torch.float32)
+    c = torch.tensor([-(1.0 + 2.0**-11)], dtype=torch.float32)
+    # a * a = 1 + 2**-11 + 2**-24 exactly; rounded first, the sum would be 0
+    return bool(torch.addcmul(c, a, a).item() == 2.0**-24)
+
+
+_ADDCMUL_IS_FUSED = _addcmul_is_fused()
+
+
 def _select_horner(
     masks: list[torch.Tensor], tables: list[tuple[float, ...]], w: torch.Tensor, fused: bool
 ) -> torch.Tensor:
     """Horner's rule with per-element coefficients, XLA's way: ``tables[i]`` where ``masks[i]``
     (the last table elsewhere); shorter tables are padded with leading zeros. The coefficients
-    are rounded to ``w``'s dtype, as XLA's constants are. ``fused`` rounds each step once
-    (float32: exact products in float64), like XLA's fused multiply-add."""
+    are rounded to ``w``'s dtype, as XLA's constants are. ``fused`` rounds each float32 step once
+    even where ``addcmul`` is not a fused multiply-add (exact products in float64)."""
     n = max(len(t) for t in tables)
     padded = [(0.0,) * (n - len(t)) + t for t in tables]
     consts = torch.tensor(padded, dtype=w.dtype, device=w.device).T  # (n, len(tables))
-    if fused:
+    if fused and not _ADDCMUL_IS_FUSED:
         consts = consts.double()  # the rounded constants, exact in float64
 
     def coef(i: int) -> torch.Tensor:
@@ -715,7 +728,7 @@ def _select_horner(
             out = torch.where(masks[j], consts[i, j], out)
         return out
 
-    if fused:
+    if fused and not _ADDCMUL_IS_FUSED:
         w64 = w.double()
         p = coef(0).expand_as(w64)
         for i in range(1, n):
