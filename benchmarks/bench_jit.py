@@ -258,7 +258,10 @@ def w4(jax: Any, batch: int = 64) -> Workload:
         return fu.hvp(lambda q: loss(q, x, y), (p,), (v,))
 
     def tf_hvp(p: Any, v: Any, x: torch.Tensor, y: torch.Tensor) -> Any:
-        return torch.func.jvp(torch.func.grad(lambda q: loss(q, x, y)), (p,), (v,))
+        def loss_p(q: Any) -> torch.Tensor:
+            return loss(q, x, y)
+
+        return torch.func.jvp(torch.func.grad(loss_p), (p,), (v,))
 
     nparams = sum(p.numel() for p in params.values())
     wl = Workload(
@@ -403,10 +406,11 @@ def compile_child(key: str, system: str) -> None:
         return
     t_import = time.perf_counter() - t0
     wl = build(key, jax)
-    if system == "jax":
+    jitted = fu.jit(wl.fu_fn)
+    if jax is not None:
         fn, args = jax_system(jax, jax.jit(wl.jax_fn)), wl.jax_args
     else:
-        fn, args = fu.jit(wl.fu_fn), wl.args
+        fn, args = jitted, wl.args
     t0 = time.perf_counter()
     fn(*args)
     first = time.perf_counter() - t0
@@ -414,9 +418,9 @@ def compile_child(key: str, system: str) -> None:
     t0 = time.perf_counter()
     fn(*args)
     second = time.perf_counter() - t0
-    out = {"first": first, "second": second, "import": t_import}
+    out: dict[str, Any] = {"first": first, "second": second, "import": t_import}
     if system == "fu":
-        out["compiles"] = fn._cache_size()  # after both calls
+        out["compiles"] = jitted._cache_size()  # after both calls
         out["cache_dir"] = fu.cache_dir()
         out["phases"] = phases
     print(json.dumps(out))
@@ -426,7 +430,7 @@ def compile_phases(top: int = 8) -> dict[str, float]:
     """torch's own timing of its compile phases (seconds; the phases nest), the longest first."""
     try:
         names, values = torch._dynamo.utils.compile_times("csv", aggregate=True)
-        phases = {str(n): float(v) for n, v in zip(names, values)}
+        phases = {str(n): float(str(v)) for n, v in zip(names, values)}
     except Exception:  # private API: the breakdown is optional
         return {}
     return dict(sorted(phases.items(), key=lambda kv: -kv[1])[:top])
@@ -464,7 +468,9 @@ def bench_compile(keys: Sequence[str], threads: int, with_jax: bool) -> None:
             env.pop("FUNCTORCH_UTILS_CACHE_DIR", None)
             cold = run_child(key, "fu", env, threads)
             warm = run_child(key, "fu", env, threads)
-        jx = run_child(key, "jax", dict(os.environ), threads) if with_jax else {"error": "off"}
+        jx: dict[str, Any] = (
+            run_child(key, "jax", dict(os.environ), threads) if with_jax else {"error": "off"}
+        )
         ratio = warm["first"] / cold["first"]
         jfirst = jx.get("first")
         lines.append(
