@@ -1022,9 +1022,47 @@ def bernoulli(
     return _unit_floats(k, shape_t, pt.dtype) < pt
 
 
+def _clz32(v: torch.Tensor) -> torch.Tensor:
+    """Leading zeros of 32-bit values held in int64 (0 <= v < 2**32); 32 for 0."""
+    exponent = torch.frexp(v.double()).exponent.to(torch.int64)  # v = m * 2**e, 0.5 <= m < 1
+    return torch.where(v == 0, 32, 32 - exponent)
+
+
+def _shl32(v: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """XLA's 32-bit logical shift left (shifts of 32 or more give 0), on int64 values."""
+    return torch.where(s >= 32, 0, (v << s.clamp(max=31)) & _MASK32)
+
+
+def _shr32(v: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """XLA's 32-bit logical shift right (shifts of 32 or more give 0), on int64 values."""
+    return torch.where(s >= 32, 0, v >> s.clamp(max=31))
+
+
+def _safe_int_to_float(hi: torch.Tensor, lo: torch.Tensor) -> torch.Tensor:
+    """JAX's float32 in (0, 1) from a 64-bit fixed-point fraction ``hi:lo`` (int64 holding uint32):
+    the exponent counts the leading zeros, the mantissa takes the next 23 bits."""
+    hiclz, loclz = _clz32(hi), _clz32(lo)
+    mantissa = _shl32(hi, hiclz) | torch.where(
+        hiclz == 32, _shl32(lo, loclz), _shr32(lo, 32 - hiclz)
+    )
+    mantissa = (mantissa >> 8) & ((1 << 23) - 1)
+    exp = ((126 - torch.where(hiclz == 32, 32 + loclz, hiclz)) << 23) & ((1 << 30) - (1 << 22))
+    bits = exp | mantissa
+    return ((bits ^ (1 << 31)) - (1 << 31)).to(torch.int32).view(torch.float32)
+
+
 def _gumbel(k: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype, mode: str) -> torch.Tensor:
     tiny = torch.finfo(dtype).tiny
-    if mode == "high":
+    if mode == "highest" and dtype == torch.float32:
+        b = _bits(k, 32, (2, *shape)).to(torch.int64) & _MASK32
+        neg = _MASK32 - b  # ~bits
+        carry = (neg[1] == _MASK32).to(torch.int64)
+        neg = torch.stack([(neg[0] + carry) & _MASK32, (neg[1] + 1) & _MASK32])  # 1 - bits
+        flip = b[0] < (1 << 31)
+        chosen = torch.where(flip, b, neg)
+        x = _safe_int_to_float(chosen[0], chosen[1])
+        return torch.where(flip, -torch.log(-torch.log1p(-x)), -torch.log(-torch.log(x)))
+    if mode in ("high", "highest"):
         high, low = _unit_floats(k, (2, *shape), dtype).unbind(0)
         x = torch.where(high >= 0.5, high, high + 2.0 ** -_finfo_nmant(dtype) * low + tiny)
         return -torch.log(-torch.log1p(-x))
@@ -1035,13 +1073,9 @@ def _gumbel(k: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype, mode: s
 def _gumbel_mode(call: str, mode: Any) -> str:
     if mode is None:
         return "low"
-    if mode not in ("low", "high"):
+    if mode not in ("low", "high", "highest"):
         raise_value(
-            call,
-            "mode must be 'low' or 'high'",
-            "None, 'low' or 'high'",
-            repr(mode),
-            "JAX's float32-only 'highest' mode is not provided; 'high' resolves to ~1e-14.",
+            call, "mode is not a gumbel mode", "None, 'low', 'high' or 'highest'", repr(mode)
         )
     return str(mode)
 
@@ -1055,8 +1089,9 @@ def gumbel(
         key: a single key.
         shape: the output shape.
         dtype: a float dtype.
-        mode: ``"low"`` (default, one uniform per value) or ``"high"`` (two, for a larger
-            dynamic range).
+        mode: ``"low"`` (default, one uniform per value), ``"high"`` (two, for a larger
+            dynamic range) or ``"highest"`` (64 bits per float32 value; as ``"high"`` for other
+            dtypes).
 
     Example:
         >>> from functorch_utils import random
@@ -1492,7 +1527,7 @@ def categorical(
         shape: output shape (default: ``logits``' shape without ``axis``); leading extra
             dimensions draw several samples per distribution.
         replace: sample with replacement (default) or without.
-        mode: the Gumbel sampler's mode, ``"low"`` or ``"high"``.
+        mode: the Gumbel sampler's mode, ``"low"``, ``"high"`` or ``"highest"``.
 
     Returns:
         ``torch.int32`` indices (JAX's default integer type).

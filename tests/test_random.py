@@ -286,6 +286,12 @@ def test_continuous_samplers_match_jax_closely(seed):
     _assert_ulps(random.exponential(k, (2000,)), jr.exponential(jk, (2000,)), 2)
     _assert_ulps(random.logistic(k, (2000,)), jr.logistic(jk, (2000,)), 4, scale=1.0)
     _assert_ulps(random.gumbel(k, (2000,)), jr.gumbel(jk, (2000,)), 4, scale=1.0)
+    _assert_ulps(
+        random.gumbel(k, (2000,), mode="highest"),
+        jr.gumbel(jk, (2000,), mode="highest"),
+        4,
+        scale=1.0,
+    )
     # erf/erfinv near the truncation bounds: XLA's erf is an approximation of its own
     np.testing.assert_allclose(
         _np(random.truncated_normal(k, -1.5, 0.7, (2000,))),
@@ -594,6 +600,8 @@ def test_errors_for_seeds_dtypes_shapes_and_data():
         random.choice(random.key(0), 3, (5,), replace=False)
     with pytest.raises(TypeError, match="key data for threefry2x32 must be a uint32 tensor"):
         random.wrap_key_data(torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="mode is not a gumbel mode"):
+        random.gumbel(random.key(0), (2,), mode="max")
     with pytest.raises(ValueError, match="impl is not a known PRNG implementation"):
         random.key(0, impl="philox")
 
