@@ -213,6 +213,8 @@ def check_shape(call: str, shape: Any, name: str = "shape") -> tuple[int, ...]:
     """A shape given as an int or a sequence of non-negative ints, as a tuple."""
     if isinstance(shape, torch.Size):
         return tuple(shape)
+    if isinstance(shape, torch.Tensor) and shape.ndim == 0 and not shape.is_floating_point():
+        shape = int(shape)
     if isinstance(shape, numbers.Integral) and not isinstance(shape, bool):
         shape = (shape,)
     if isinstance(shape, Sequence) and not isinstance(shape, str):
