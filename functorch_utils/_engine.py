@@ -348,6 +348,8 @@ _BATCHED_PULLS: dict[int, Callable[..., Any]] = {}  # by number of outputs; a ha
 
 def _batched_pull(n: int) -> Callable[..., Any]:
     """``vmap`` of a torch.func pullback over stacked cotangents, built once per output count."""
+    if hooks.is_compiling():  # a cache read while tracing becomes a guard that a later call fails
+        return torch.func.vmap(_call_vjp, in_dims=(None,) + (0,) * n)
     fn = _BATCHED_PULLS.get(n)
     if fn is None:
         fn = _BATCHED_PULLS[n] = torch.func.vmap(_call_vjp, in_dims=(None,) + (0,) * n)

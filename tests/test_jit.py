@@ -349,6 +349,17 @@ def test_compositions_match_eager(name):
     tree_allclose(jitted()(x), plain()(x))
 
 
+@pytest.mark.parametrize("name", [n for n in COMPOSITIONS if n.startswith("jit(")])
+def test_repeated_identical_calls_compile_once(name):
+    # a module-level cache read while tracing would become a guard that the next call fails
+    jitted, _ = COMPOSITIONS[name]
+    fn = jitted()
+    x = X if name != "jit(vmap(grad))" else X.reshape(3, 1).repeat(1, 2)
+    for _ in range(3):
+        fn(x)
+    assert fn._cache_size() == 1
+
+
 @pytest.mark.parametrize("mode", ["no_grad", "inference_mode", "enable_grad"])
 def test_grad_of_jit_in_every_grad_mode(mode):
     ctx = {
@@ -450,21 +461,23 @@ def test_jit_and_eval_shape_match_jax():
     jnp = pytest.importorskip("jax.numpy")
     import numpy as np
 
-    jax.config.update("jax_enable_x64", True)
+    with jax.enable_x64(True):
 
-    def program(xp, x, n):
-        y = xp.sin(x) * n
-        return {"a": y.sum(), "b": (y[:2], x * 2)}
+        def program(xp, x, n):
+            y = xp.sin(x) * n
+            return {"a": y.sum(), "b": (y[:2], x * 2)}
 
-    x = np.array([0.5, -1.0, 2.0])
-    ours = fu.jit(lambda x, n: program(torch, x, n), static_argnums=1, **EAGER)(torch.tensor(x), 3)
-    theirs = jax.jit(lambda x, n: program(jnp, x, n), static_argnums=1)(jnp.asarray(x), 3)
-    tree_allclose(ours, jax.tree_util.tree_map(lambda a: torch.tensor(np.asarray(a)), theirs))
-    s_ours = fu.eval_shape(lambda x: program(torch, x, 2.0), torch.tensor(x))
-    s_jax = jax.eval_shape(lambda x: program(jnp, x, 2.0), jnp.asarray(x))
-    flat_ours = tree_util.tree_leaves(s_ours)
-    flat_jax = jax.tree_util.tree_leaves(s_jax)
-    assert [tuple(s.shape) for s in flat_ours] == [tuple(s.shape) for s in flat_jax]
+        x = np.array([0.5, -1.0, 2.0])
+        ours = fu.jit(lambda x, n: program(torch, x, n), static_argnums=1, **EAGER)(
+            torch.tensor(x), 3
+        )
+        theirs = jax.jit(lambda x, n: program(jnp, x, n), static_argnums=1)(jnp.asarray(x), 3)
+        tree_allclose(ours, jax.tree_util.tree_map(lambda a: torch.tensor(np.asarray(a)), theirs))
+        s_ours = fu.eval_shape(lambda x: program(torch, x, 2.0), torch.tensor(x))
+        s_jax = jax.eval_shape(lambda x: program(jnp, x, 2.0), jnp.asarray(x))
+        flat_ours = tree_util.tree_leaves(s_ours)
+        flat_jax = jax.tree_util.tree_leaves(s_jax)
+        assert [tuple(s.shape) for s in flat_ours] == [tuple(s.shape) for s in flat_jax]
 
 
 # ---------------------------------------------------------------------------------------------
