@@ -11,6 +11,7 @@ from . import distributed as distributed
 from . import flatten_util as flatten_util
 from . import lax as lax
 from . import nn as nn
+from . import random as random
 from . import tree_util as tree_util
 from ._collectives import all_gather as all_gather
 from ._collectives import axis_index as axis_index
@@ -87,5 +88,6 @@ __all__ = [
     "flatten_util",
     "lax",
     "nn",
+    "random",
     "tree_util",
 ]

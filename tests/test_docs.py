@@ -28,6 +28,7 @@ PUBLIC_MODULES = [
     "functorch_utils.flatten_util",
     "functorch_utils.lax",
     "functorch_utils.distributed",
+    "functorch_utils.random",
 ]
 
 _FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.MULTILINE | re.DOTALL)

@@ -25,6 +25,18 @@ SEEDS = [0, 1, 42, 2**31 + 5] if THOROUGH else [0, 2**31 + 5]
 thorough = pytest.mark.skipif(not THOROUGH, reason="FUNCTORCH_UTILS_PROFILE=thorough")
 
 
+@pytest.fixture(autouse=True)
+def _jax_default_precision():
+    """JAX's default 32-bit mode, whatever other test files switched on globally before."""
+    try:
+        import jax
+    except ImportError:
+        yield
+        return
+    with jax.enable_x64(False):
+        yield
+
+
 def _np(x: torch.Tensor) -> np.ndarray:
     if x.dtype == torch.bfloat16:
         return x.float().numpy()
