@@ -509,6 +509,19 @@ _PROPERTY_TRANSFORMS = {
 def test_jit_equals_eager_over_random_pytrees(data, name, scale):
     from functorch_utils.testing import strategies as fst
 
-    tree = data.draw(fst.pytrees(fst.tensors(torch.float64, fst.shapes(max_numel=6))))
+    containers = ("dict", "list", "tuple", "namedtuple", "dataclass")  # None: see the xfail below
+    leaves = fst.tensors(torch.float64, fst.shapes(max_numel=6))
+    tree = data.draw(fst.pytrees(leaves, containers=containers))
     fn = _PROPERTY_TRANSFORMS[name]()
     tree_allclose(fu.jit(fn, **EAGER)(tree, scale), fn(tree, scale))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=fu.JitCompileError,
+    reason="torch 2.13's dynamo cannot flatten a dict whose values are all empty subtrees "
+    "(optree DictMetaData in its sourceless builder); docs/jit.md",
+)
+def test_dict_of_only_none_under_jit_grad_is_a_known_torch_limitation():
+    tree = [torch.zeros(1, dtype=torch.float64), {"a": None}]
+    fu.jit(fu.grad(_tree_loss), **EAGER)(tree, 1.0)
