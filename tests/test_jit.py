@@ -525,3 +525,19 @@ def test_jit_equals_eager_over_random_pytrees(data, name, scale):
 def test_dict_of_only_none_under_jit_grad_is_a_known_torch_limitation():
     tree = [torch.zeros(1, dtype=torch.float64), {"a": None}]
     fu.jit(fu.grad(_tree_loss), **EAGER)(tree, 1.0)
+
+
+def test_jit_of_keyed_random_numbers():
+    from functorch_utils import random
+
+    key = random.key(0)
+    draw = fu.jit(lambda k: random.normal(k, (3,)), **EAGER)
+    assert torch.equal(draw(key), random.normal(key, (3,)))
+    split = fu.jit(lambda k, n: random.split(k, n), static_argnums=1, **EAGER)
+    assert torch.equal(split(key, 4), random.split(key, 4))
+    keys = random.split(key, 5)
+    per_key = fu.jit(fu.vmap(lambda k: random.uniform(k, (2,))), **EAGER)
+    assert torch.equal(per_key(keys), torch.stack([random.uniform(k, (2,)) for k in keys]))
+    assert fu.eval_shape(lambda k: random.normal(k, (4, 5)), key) == fu.ShapeDtypeStruct(
+        (4, 5), torch.float32
+    )
