@@ -24,7 +24,9 @@ of XLA.
 # gamma (and beta, dirichlet) and poisson sample by rejection: JAX runs a while loop until every
 # element is accepted. Here the loop runs over all elements at once with ``torch.where`` keeping
 # finished ones, which gives each element exactly the values of its own loop. The loop's exit
-# reads the data (``any()``), so these samplers run eagerly (a graph break under torch.compile).
+# reads the data (``any()``), so these samplers cannot be traced: under torch.compile with
+# fullgraph=True (``jit``'s default) they raise a clear error; with fullgraph=False dynamo runs
+# them eagerly (a graph break).
 # Under vmap the exit test looks at every batch member (``_torch_hooks.unwrap_all``), and where
 # JAX's result depends on the iteration count of the whole array (poisson's rejection branch
 # keeps the last accepted draw), each member stops updating when its own elements are done, as
@@ -155,6 +157,17 @@ def _finfo_nmant(dtype: torch.dtype) -> int:
 
 def _any(mask: torch.Tensor) -> bool:
     """Whether any element is set, over every vmap batch member (see NOTE [rejection loops])."""
+    if _torch_hooks.is_compiling():
+        # With fullgraph=False dynamo runs this frame eagerly instead, where the loop works.
+        raise_type(
+            "random (gamma, loggamma, beta, dirichlet, poisson) under jit",
+            "these samplers loop until every draw is accepted, a number of steps that depends "
+            "on the random values, so the loop cannot be traced into a graph",
+            "a sampler with a fixed number of steps under fullgraph=True",
+            "a rejection sampler",
+            "Draw outside the jitted function and pass the samples in, or use "
+            "jit(..., fullgraph=False) so that the loop runs eagerly between compiled parts.",
+        )
     return bool(_torch_hooks.unwrap_all(mask).any())
 
 

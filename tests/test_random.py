@@ -719,3 +719,13 @@ def test_integer_distributions():
     assert torch.equal(torch.sort(perm).values, torch.arange(100, dtype=torch.int32))
     ch = random.choice(k, 50, (20,), replace=False)
     assert ch.unique().numel() == 20
+
+
+def test_rejection_samplers_under_jit_fullgraph_are_refused_clearly():
+    import functorch_utils as fu
+
+    key = random.key(0)
+    with pytest.raises(fu.JitCompileError, match=r"loop until every draw is accepted"):
+        fu.jit(lambda k: random.gamma(k, 2.0, (3,)), backend="eager")(key)
+    with pytest.raises(fu.JitCompileError, match=r"loop until every draw is accepted"):
+        fu.jit(lambda k: random.poisson(k, 3.0, (3,)), backend="eager")(key)
