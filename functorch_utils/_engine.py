@@ -297,11 +297,25 @@ class Reverse:
             grads = self._vjp(tuple(cts))
             return tuple([materialize(conj_if_complex(g)) for g in grads])
         # the tape runs eagerly (never under torch.compile): no compile check per leaf
+        outs = self._graph_outs
+        if len(outs) == 1 and outs[0].requires_grad:  # one live output: no pairing needed
+            # NOTE [grad mode]: a pull under no_grad carries no graph, whatever the forward kept
+            create = torch.is_grad_enabled() and (self._outer or cts[0].requires_grad)
+            raw = hooks.run_backward(
+                outs, cts, self._leaves, create_graph=create, retain_graph=keep or create
+            )
+        else:
+            raw = self._tape_pull(cts, keep=keep, batched=False)
         out = []
-        for g in self._tape_pull(cts, keep=keep, batched=False):
-            if g.is_complex():
-                g = g.conj().resolve_conj()
-            out.append(torch.zeros_like(g) if hooks.is_zero_tensor(g) else g)
+        for g, x in zip(raw, self._leaves):
+            if g is None:
+                g = x.new_zeros(x.shape)
+            else:
+                if g.is_complex():
+                    g = g.conj().resolve_conj()
+                if hooks.is_zero_tensor(g):
+                    g = torch.zeros_like(g)
+            out.append(g)
         return tuple(out)
 
     def pull_batched(self, cts: Sequence[torch.Tensor], call: str) -> tuple[torch.Tensor, ...]:
@@ -493,21 +507,25 @@ def _func_vjp(call: str, fn: FlatFn, primals: Sequence[torch.Tensor], has_aux: b
 # the outputs are detached.
 def _reaches_outer(outs: Sequence[torch.Tensor], ours: Sequence[torch.Tensor]) -> bool:
     """Whether the graph of ``outs`` reaches a tensor that requires grad other than ``ours``."""
-    own = {id(x) for x in ours}
+    own = None
     leaf_node = hooks.ACCUMULATE_GRAD  # a type check, not getattr: a miss raised inside (slow)
     seen = set()
-    stack = [t.grad_fn for t in outs if t.grad_fn is not None]
+    stack = [t.grad_fn for t in outs]
     while stack:
         node = stack.pop()
+        if node is None:
+            continue
         for nxt, _ in node.next_functions:
             if nxt is None or nxt in seen:
                 continue
             seen.add(nxt)
             if type(nxt) is leaf_node:
+                if own is None:
+                    own = {id(x) for x in ours}
                 if id(nxt.variable) not in own:  # type: ignore[attr-defined]
                     return True
-                continue
-            stack.append(nxt)
+            else:
+                stack.append(nxt)
     return False
 
 
