@@ -261,7 +261,7 @@ _EAGER_REASON = (
 )
 
 
-@torch.compiler.disable(reason=_EAGER_REASON)
+@hooks.eager_only(reason=_EAGER_REASON)
 def _eager_apply(fn: Any, x: torch.Tensor, proc: ProcessAxis) -> torch.Tensor:
     out: torch.Tensor = fn.apply(x, proc)
     return out
@@ -534,7 +534,7 @@ def _psum_many(proc: ProcessAxis, divide: int, nb: int, leaves: list[torch.Tenso
     return out
 
 
-@torch.compiler.disable(reason=_EAGER_REASON)
+@hooks.eager_only(reason=_EAGER_REASON)
 def _eager_apply_many(
     proc: ProcessAxis, divide: int, nb: int, leaves: list[torch.Tensor]
 ) -> torch.Tensor:

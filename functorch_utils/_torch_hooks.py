@@ -7,8 +7,11 @@ one fails in CI, not in a user's derivative.
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.machinery
 import os
 import re
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -49,6 +52,70 @@ def _missing(what: str) -> TorchHookMissing:
     )
 
 
+# NOTE [eager-only helpers without importing dynamo]
+# A few helpers must run eagerly under torch.compile (dynamo cannot trace functorch's interpreter
+# stack or its wrappers; the collectives across processes run between graphs), which
+# ``torch.compiler.disable`` arranges. Applying it imports ``torch._dynamo``, 1.3 s or half of
+# this package's import time. Nothing can be compiling before ``torch._dynamo`` is imported, so
+# the decoration is applied then: at once if it is already imported, else by an import hook the
+# moment anyone imports it. The helper's module global is replaced, so callers must look it up
+# at call time (``hooks.is_batched(...)``, or a bare name inside the defining module).
+_PENDING: list[tuple[dict[str, Any], str, Callable[..., Any], str | None]] = []
+
+
+def _dynamo_loaded() -> bool:
+    mod = sys.modules.get("torch._dynamo")
+    return mod is not None and hasattr(mod, "disable")
+
+
+def _disable(fn: Callable[..., Any], reason: str | None) -> Callable[..., Any]:
+    if reason is None:
+        return torch.compiler.disable(fn)
+    return torch.compiler.disable(fn, reason=reason)
+
+
+def _apply_pending() -> None:
+    while _PENDING:
+        namespace, name, fn, reason = _PENDING.pop()
+        if namespace.get(name) is fn:
+            namespace[name] = _disable(fn, reason)
+
+
+class _OnDynamoImport(importlib.abc.MetaPathFinder):
+    """Runs ``_apply_pending`` right after ``torch._dynamo`` is first imported."""
+
+    def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
+        if name != "torch._dynamo":
+            return None
+        sys.meta_path[:] = [f for f in sys.meta_path if f is not self]
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        loader = getattr(spec, "loader", None)
+        if loader is None or not hasattr(loader, "exec_module"):
+            return spec
+        run = loader.exec_module
+
+        def exec_module(module: Any) -> None:
+            run(module)
+            _apply_pending()
+
+        loader.exec_module = exec_module
+        return spec
+
+
+def eager_only(reason: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``torch.compiler.disable`` applied without importing dynamo first (see the NOTE above)."""
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        if _dynamo_loaded():
+            return _disable(fn, reason)
+        _PENDING.append((fn.__globals__, fn.__name__, fn, reason))
+        if not any(isinstance(f, _OnDynamoImport) for f in sys.meta_path):
+            sys.meta_path.insert(0, _OnDynamoImport())
+        return fn
+
+    return decorate
+
+
 # torch.func has no public "is a transform active?"; maybe_current_level is None outside all.
 try:
     _maybe_current_level: Callable[[], int | None] = torch._C._functorch.maybe_current_level
@@ -65,7 +132,7 @@ def current_level() -> int | None:
 
 # Eager-only: dynamo cannot trace the interpreter stack (it warns); where a graph break hands a
 # caller's frame back to dynamo, this runs eagerly instead of being traced.
-@torch.compiler.disable
+@eager_only()
 def interpreter_keys() -> list[Any]:
     """The transform types of the active functorch interpreters, outermost first."""
     try:
@@ -302,7 +369,7 @@ def _functorch_unwrap_api() -> tuple[Callable[..., bool], Callable[..., bool], C
         raise _missing("torch._C._functorch.get_unwrapped") from e
 
 
-@torch.compiler.disable  # dynamo cannot trace the wrapper queries; run them eagerly
+@eager_only()  # dynamo cannot trace the wrapper queries; run them eagerly
 def is_batched(x: torch.Tensor) -> bool:
     """Whether ``x`` is batched at any active ``vmap`` level (its value differs across members)."""
     is_wrapped, is_batched_tensor, unwrap = _functorch_unwrap_api()
@@ -313,7 +380,7 @@ def is_batched(x: torch.Tensor) -> bool:
     return False
 
 
-@torch.compiler.disable
+@eager_only()
 def unwrap_all(x: torch.Tensor) -> torch.Tensor:
     """The plain tensor under every functorch wrapper: all batch members' values at once.
 

@@ -262,3 +262,34 @@ def test_legacy_batch_dims_round_trip_in_the_tapes_batched_backward():
     assert seen == {"batched": True, "physical": (3, 3), "peeled": False}
     torch.testing.assert_close(g, 2 * torch.eye(3))
     assert not hooks.is_legacy_batched(torch.ones(2))
+
+
+# ---------------------------------------------------------------------------------------------
+# eager_only: torch.compiler.disable applied when torch._dynamo is first imported
+
+
+def test_import_does_not_load_dynamo_and_the_eager_only_helpers_are_disabled_later():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch, functorch_utils\n"
+        "from functorch_utils import _torch_hooks as h, _distributed as d\n"
+        "assert 'torch._dynamo' not in sys.modules\n"
+        "assert not getattr(h.is_batched, '_torchdynamo_disable', False)\n"
+        "torch.compile(lambda x: x + 1, backend='eager')(torch.ones(1))\n"
+        "for f in (h.interpreter_keys, h.is_batched, h.unwrap_all, d._eager_apply):\n"
+        "    assert getattr(f, '_torchdynamo_disable', False), f\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_eager_only_decorates_at_once_when_dynamo_is_loaded():
+    import torch._dynamo  # noqa: F401
+
+    @hooks.eager_only()
+    def probe() -> int:
+        return 1
+
+    assert getattr(probe, "_torchdynamo_disable", False)
+    assert probe() == 1
