@@ -40,11 +40,9 @@ compiled program is about 4x faster than either eager loop.
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -53,8 +51,11 @@ os.environ.setdefault(
     "XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 )
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
 import numpy as np
 import torch
+from bench_core import Timer, quartiles
 
 import functorch_utils as fu
 from functorch_utils import lax
@@ -137,39 +138,10 @@ def check(params: dict[str, torch.Tensor], xs: torch.Tensor, jax_run: Any) -> No
         print("check: JAX's value and gradient equal ours to float32 rounding")
 
 
-def sample(fn: Callable[[], Any], inner: int) -> float:
-    t0 = time.perf_counter()
-    for _ in range(inner):
-        fn()
-    return (time.perf_counter() - t0) / inner
-
-
 def run(systems: dict[str, Callable[[], Any]], reps: int, sample_s: float) -> dict[str, list]:
-    inner = {}
-    for name, fn in systems.items():
-        for _ in range(3):  # warm up
-            fn()
-        one = sample(fn, 3)
-        inner[name] = max(1, round(sample_s / one))
-    times: dict[str, list[float]] = {name: [] for name in systems}
-    names = list(systems)
-    gc.disable()
-    try:
-        for r in range(reps):
-            k = r % len(names)
-            for name in names[k:] + names[:k]:
-                times[name].append(sample(systems[name], inner[name]))
-            gc.collect()
-    finally:
-        gc.enable()
-    return times
-
-
-def quartiles(xs: list[float]) -> tuple[float, float, float]:
-    if len(xs) < 4:
-        return min(xs), statistics.median(xs), max(xs)
-    q = statistics.quantiles(xs, n=4, method="inclusive")
-    return q[0], q[1], q[2]
+    """bench_core's interleaved round-robin timer (wall clock) over argument-free systems."""
+    timer = Timer("cpu", reps, sample_s, warmup_s=0.0, clock="wall")
+    return timer.run([(name, fn, ()) for name, fn in systems.items()])
 
 
 def main() -> int:

@@ -28,11 +28,9 @@ checks that the script works.
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -41,8 +39,11 @@ os.environ.setdefault(
     "XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 )
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
 import numpy as np
 import torch
+from bench_core import Timer, quartiles
 
 from functorch_utils import random
 
@@ -64,38 +65,10 @@ def jax_systems() -> dict[str, Callable[[], Any]] | None:
     }
 
 
-def sample(fn: Callable[[], Any], inner: int) -> float:
-    t0 = time.perf_counter()
-    for _ in range(inner):
-        fn()
-    return (time.perf_counter() - t0) / inner
-
-
 def run(systems: dict[str, Callable[[], Any]], reps: int, sample_s: float) -> dict[str, list]:
-    inner = {}
-    for name, fn in systems.items():
-        for _ in range(2):
-            fn()
-        inner[name] = max(1, round(sample_s / sample(fn, 2)))
-    times: dict[str, list[float]] = {name: [] for name in systems}
-    names = list(systems)
-    gc.disable()
-    try:
-        for r in range(reps):
-            k = r % len(names)
-            for name in names[k:] + names[:k]:
-                times[name].append(sample(systems[name], inner[name]))
-            gc.collect()
-    finally:
-        gc.enable()
-    return times
-
-
-def quartiles(xs: list[float]) -> tuple[float, float, float]:
-    if len(xs) < 4:
-        return min(xs), statistics.median(xs), max(xs)
-    q = statistics.quantiles(xs, n=4, method="inclusive")
-    return q[0], q[1], q[2]
+    """bench_core's interleaved round-robin timer (wall clock) over argument-free systems."""
+    timer = Timer("cpu", reps, sample_s, warmup_s=0.0, clock="wall")
+    return timer.run([(name, fn, ()) for name, fn in systems.items()])
 
 
 def report(title: str, times: dict[str, list[float]], baseline: str) -> None:

@@ -267,6 +267,18 @@ def _eager_apply(fn: Any, x: torch.Tensor, proc: ProcessAxis) -> torch.Tensor:
     return out
 
 
+def _call(fn: Any, x: torch.Tensor, proc: ProcessAxis) -> torch.Tensor:
+    """Run the collective Function ``fn`` on ``x``: eagerly under compilation (NOTE [pmap under
+    torch.compile]), as a plain call where nothing tracks ``x``, else through autograd."""
+    if _compiling():
+        return _eager_apply(fn, x, proc)
+    if _untracked(x):
+        out: torch.Tensor = fn.forward(x, proc)
+        return out
+    out = fn.apply(x, proc)
+    return out
+
+
 def _untracked(*xs: torch.Tensor) -> bool:
     """No transform, no compilation and no autograd sees ``xs``: a Function's ``forward`` can run
     as a plain call, without building a node (its ``apply`` costs ~100 us per call on a small
@@ -367,12 +379,7 @@ class _PSum(torch.autograd.Function):
 
 
 def _psum(x: torch.Tensor, proc: ProcessAxis) -> torch.Tensor:
-    if _compiling():  # NOTE [pmap under torch.compile]
-        return _eager_apply(_PSum, x, proc)
-    if _untracked(x):
-        return _PSum.forward(x, proc)
-    out: torch.Tensor = _PSum.apply(x, proc)
-    return out
+    return _call(_PSum, x, proc)
 
 
 class _AllGather(torch.autograd.Function):
@@ -403,12 +410,7 @@ class _AllGather(torch.autograd.Function):
 
 
 def _gather(x: torch.Tensor, proc: ProcessAxis) -> torch.Tensor:
-    if _compiling():  # NOTE [pmap under torch.compile]
-        return _eager_apply(_AllGather, x, proc)
-    if _untracked(x):
-        return _AllGather.forward(x, proc)
-    out: torch.Tensor = _AllGather.apply(x, proc)
-    return out
+    return _call(_AllGather, x, proc)
 
 
 class _PSumScatter(torch.autograd.Function):
@@ -441,12 +443,7 @@ class _PSumScatter(torch.autograd.Function):
 
 
 def _psum_scatter(x: torch.Tensor, proc: ProcessAxis) -> torch.Tensor:
-    if _compiling():  # NOTE [pmap under torch.compile]
-        return _eager_apply(_PSumScatter, x, proc)
-    if _untracked(x):
-        return _PSumScatter.forward(x, proc)
-    out: torch.Tensor = _PSumScatter.apply(x, proc)
-    return out
+    return _call(_PSumScatter, x, proc)
 
 
 # ----------------------------------------------------------------------------------------------
