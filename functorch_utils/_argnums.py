@@ -28,7 +28,9 @@ def check_argnums(
         f"{what} must be an int or a non-empty tuple or list of ints",
         "e.g. 0, -1 or (0, 2)",
         describe(argnums),
-        "Name the positional arguments to differentiate by their index.",
+        "Name the positional arguments to differentiate by their index."
+        if what == "argnums"
+        else f"Name the positional arguments for {what} by their index.",
     )
 
 

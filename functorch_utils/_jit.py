@@ -26,6 +26,7 @@ import torch
 
 from . import _pytree
 from . import _torch_hooks as hooks
+from ._argnums import check_argnums
 from ._errors import check_callable, describe, fun_name, message, raise_type, raise_value
 
 __all__ = [
@@ -115,7 +116,7 @@ class _Statics:
     """
 
     def __init__(self, call: str, fun: Callable[..., Any], argnums: Any, argnames: Any) -> None:
-        self.argnums = _int_tuple(call, "static_argnums", argnums)
+        self.argnums = _int_tuple(fun, "static_argnums", argnums)
         self.argnames = _str_tuple(call, "static_argnames", argnames)
         params = _positional_params(fun)
         if params is not None:
@@ -184,21 +185,11 @@ class _Statics:
         return key, s_args, s_kw, d_args, d_kw
 
 
-def _int_tuple(call: str, what: str, value: Any) -> tuple[int, ...]:
-    if value is None:
+def _int_tuple(fun: Callable[..., Any], what: str, value: Any) -> tuple[int, ...]:
+    """Positions for ``what`` through the package's one argnums normaliser; None or () is none."""
+    if value is None or (isinstance(value, (tuple, list)) and not value):
         return ()
-    items = (value,) if isinstance(value, int) else value
-    if isinstance(items, Sequence) and not isinstance(items, str):
-        items = tuple(items)
-        if all(isinstance(a, int) and not isinstance(a, bool) for a in items):
-            return items
-    raise_type(
-        call,
-        f"{what} must be an int or a sequence of ints",
-        "e.g. 1 or (0, 2)",
-        describe(value),
-        f"Name the arguments by position in {what}.",
-    )
+    return check_argnums("jit", fun_name(fun), value, what=what)[0]
 
 
 def _str_tuple(call: str, what: str, value: Any) -> tuple[str, ...]:
@@ -603,7 +594,7 @@ def jit(
     check_callable("jit", fun)
     call = f"jit({fun_name(fun)})"
     statics = _Statics(call, fun, static_argnums, static_argnames)
-    donate = _int_tuple(call, "donate_argnums", donate_argnums)
+    donate = _int_tuple(fun, "donate_argnums", donate_argnums)
     _str_tuple(call, "donate_argnames", donate_argnames)
     for name in ("keep_unused", "fullgraph", "fallback"):
         if not isinstance(given[name], bool):
@@ -712,11 +703,7 @@ def eval_shape(fun: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """
     check_callable("eval_shape", fun)
     call = f"eval_shape({fun_name(fun)})"
-    try:
-        from torch._subclasses.fake_tensor import FakeTensorMode
-    except ImportError as e:  # pragma: no cover - depends on the torch version
-        raise hooks.TorchHookMissing("torch._subclasses.fake_tensor.FakeTensorMode") from e
-    mode = FakeTensorMode(allow_non_fake_inputs=True)
+    mode = hooks.fake_tensor_mode()
 
     def to_fake(x: Any) -> Any:
         if isinstance(x, torch.Tensor):
@@ -734,7 +721,7 @@ def eval_shape(fun: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         with mode:
             out = fun(*fargs, **fkwargs)
     except Exception as e:
-        kind = _data_dependent(e)
+        kind = hooks.data_dependent_shape_reason(e)
         if kind is None:
             raise
         raise_value(
@@ -761,14 +748,3 @@ def eval_shape(fun: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return x
 
     return _pytree.tree_map(to_struct, out)
-
-
-def _data_dependent(err: BaseException) -> str | None:
-    name = type(err).__name__
-    if name in ("DynamicOutputShapeException", "DataDependentOutputException"):
-        return str(err).split("\n")[0][:80] or name
-    if name in ("GuardOnDataDependentSymNode", "UnsupportedOperatorException") or (
-        "data-dependent" in str(err).lower() or "Data dependent" in str(err)
-    ):
-        return "a data-dependent operation"
-    return None

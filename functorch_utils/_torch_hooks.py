@@ -495,3 +495,28 @@ def add_legacy_batch_dim(x: torch.Tensor, level: int) -> torch.Tensor:
         return torch._add_batch_dim(x, 0, level)
     except AttributeError as e:  # pragma: no cover - depends on the torch version
         raise _missing("torch._add_batch_dim") from e
+
+
+# ---------------------------------------------------------------------------------------------
+# Fake tensors (``eval_shape``)
+
+
+def fake_tensor_mode() -> Any:
+    """A ``FakeTensorMode`` that also accepts real tensors (a function's captured constants)."""
+    try:
+        from torch._subclasses.fake_tensor import FakeTensorMode
+    except ImportError as e:  # pragma: no cover - depends on the torch version
+        raise _missing("torch._subclasses.fake_tensor.FakeTensorMode") from e
+    return FakeTensorMode(allow_non_fake_inputs=True)
+
+
+def data_dependent_shape_reason(err: BaseException) -> str | None:
+    """What fake tensors could not know, when ``err`` is their refusal of a data-dependent shape."""
+    name = type(err).__name__
+    if name in ("DynamicOutputShapeException", "DataDependentOutputException"):
+        return str(err).split("\n")[0][:80] or name
+    if name in ("GuardOnDataDependentSymNode", "UnsupportedOperatorException") or (
+        "data-dependent" in str(err).lower() or "Data dependent" in str(err)
+    ):
+        return "a data-dependent operation"
+    return None

@@ -293,3 +293,15 @@ def test_eager_only_decorates_at_once_when_dynamo_is_loaded():
 
     assert getattr(probe, "_torchdynamo_disable", False)
     assert probe() == 1
+
+
+def test_fake_tensor_mode_and_its_data_dependent_refusal():
+    mode = hooks.fake_tensor_mode()
+    real = torch.ones(2)  # accepted as a captured constant
+    with mode:
+        x = torch.empty(4)
+        assert (x * real.sum()).shape == (4,)
+        with pytest.raises(Exception) as info:
+            torch.nonzero(x)
+    assert hooks.data_dependent_shape_reason(info.value) == "aten.nonzero.default"
+    assert hooks.data_dependent_shape_reason(ValueError("other")) is None
