@@ -51,15 +51,51 @@ class JitCompileError(RuntimeError):
 
     The message names the function and torch's reason. ``jit(..., fallback=True)`` runs such a
     function eagerly instead, with a :class:`JitFallbackWarning`.
+
+    Example:
+        >>> import torch
+        >>> import functorch_utils as fu
+        >>> def f(x):  # Python control flow on a tensor value: a graph break
+        ...     return x if x.sum() > 0 else -x
+        >>> try:
+        ...     fu.jit(f, backend="eager")(torch.ones(2))
+        ... except fu.JitCompileError as e:
+        ...     print(str(e).split(";")[0])
+        jit(f): torch.compile could not compile the function (fullgraph=True)
     """
 
 
 class JitRecompileWarning(UserWarning):
-    """A jitted function's cache was full and an entry was evicted: its next use recompiles."""
+    """A jitted function's cache was full and an entry was evicted: its next use recompiles.
+
+    Example:
+        >>> import warnings
+        >>> import torch
+        >>> import functorch_utils as fu
+        >>> f = fu.jit(lambda x, k: x * k, static_argnums=1, cache_size=1, backend="eager")
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     _ = f(torch.ones(1), 2), f(torch.ones(1), 3)
+        >>> [w.category.__name__ for w in caught]
+        ['JitRecompileWarning']
+    """
 
 
 class JitFallbackWarning(UserWarning):
-    """A jitted function with ``fallback=True`` could not be compiled and runs eagerly."""
+    """A jitted function with ``fallback=True`` could not be compiled and runs eagerly.
+
+    Example:
+        >>> import warnings
+        >>> import torch
+        >>> import functorch_utils as fu
+        >>> def f(x):
+        ...     return x if x.sum() > 0 else -x
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     out = fu.jit(f, backend="eager", fallback=True)(-torch.ones(2))
+        >>> out, [w.category.__name__ for w in caught]
+        (tensor([1., 1.]), ['JitFallbackWarning'])
+    """
 
 
 # ---------------------------------------------------------------------------------------------
