@@ -24,13 +24,16 @@ of XLA.
 # gamma (and beta, dirichlet) and poisson sample by rejection: JAX runs a while loop until every
 # element is accepted. Here the loop runs over all elements at once with ``torch.where`` keeping
 # finished ones, which gives each element exactly the values of its own loop. The loop's exit
-# reads the data (``any()``), so these samplers cannot be traced: under torch.compile with
-# fullgraph=True (``jit``'s default) they raise a clear error; with fullgraph=False dynamo runs
-# them eagerly (a graph break).
+# reads the data (``any()``), which torch.compile cannot trace; so under torch.compile (``jit``)
+# each loop is a custom operator (``torch.ops.functorch_utils.*``): one opaque node in the
+# graph, run eagerly when the compiled code runs, with a fake (shape-only) implementation for
+# tracing and a vmap rule. So these samplers compile under fullgraph=True without graph breaks;
+# the loop itself is not fused.
 # Under vmap the exit test looks at every batch member (``_torch_hooks.unwrap_all``), and where
 # JAX's result depends on the iteration count of the whole array (poisson's rejection branch
 # keeps the last accepted draw), each member stops updating when its own elements are done, as
-# JAX's batched while loop does.
+# JAX's batched while loop does. The operators' vmap rules keep both: gamma's loops are
+# elementwise (the batch is flattened into the elements), poisson's runs this eager vmap.
 """
 
 from __future__ import annotations
@@ -157,17 +160,6 @@ def _finfo_nmant(dtype: torch.dtype) -> int:
 
 def _any(mask: torch.Tensor) -> bool:
     """Whether any element is set, over every vmap batch member (see NOTE [rejection loops])."""
-    if _torch_hooks.is_compiling():
-        # With fullgraph=False dynamo runs this frame eagerly instead, where the loop works.
-        raise_type(
-            "random (gamma, loggamma, beta, dirichlet, poisson) under jit",
-            "these samplers loop until every draw is accepted, a number of steps that depends "
-            "on the random values, so the loop cannot be traced into a graph",
-            "a sampler with a fixed number of steps under fullgraph=True",
-            "a rejection sampler",
-            "Draw outside the jitted function and pass the samples in, or use "
-            "jit(..., fullgraph=False) so that the loop runs eagerly between compiled parts.",
-        )
     return bool(_torch_hooks.unwrap_all(mask).any())
 
 
@@ -1305,6 +1297,63 @@ def _gamma_dx_da(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return torch.where(use_cf, cf, series).to(x.dtype)
 
 
+# The rejection loops as custom operators for torch.compile (NOTE [rejection loops]). Eager
+# calls run the Python loops directly; under compile the graph holds one call to each operator.
+
+
+def _to_front(x: torch.Tensor, dim: int | None, size: int) -> torch.Tensor:
+    """``x`` with its vmap batch dimension first (broadcast when it has none)."""
+    return x.movedim(dim, 0) if dim is not None else x.expand(size, *x.shape)
+
+
+@torch.library.custom_op("functorch_utils::gamma_one", mutates_args=())
+def _gamma_one_op(keys: torch.Tensor, alpha: torch.Tensor, log_space: bool) -> torch.Tensor:
+    return _gamma_one(keys, alpha, log_space)
+
+
+@_gamma_one_op.register_fake
+def _(keys: torch.Tensor, alpha: torch.Tensor, log_space: bool) -> torch.Tensor:
+    return torch.empty_like(alpha)
+
+
+@_gamma_one_op.register_vmap
+def _(info: Any, in_dims: Any, keys: torch.Tensor, alpha: torch.Tensor, log_space: bool) -> Any:
+    # elementwise in (key, alpha): the batch joins the elements
+    b = info.batch_size
+    keys, alpha = _to_front(keys, in_dims[0], b), _to_front(alpha, in_dims[1], b)
+    out = _gamma_one_op(keys.reshape(-1, keys.shape[-1]), alpha.reshape(-1), log_space)
+    return out.reshape(alpha.shape), 0
+
+
+@torch.library.custom_op("functorch_utils::gamma_dx_da", mutates_args=())
+def _gamma_dx_da_op(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return _gamma_dx_da(a, x)
+
+
+@_gamma_dx_da_op.register_fake
+def _(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return torch.empty_like(x)
+
+
+@_gamma_dx_da_op.register_vmap
+def _(info: Any, in_dims: Any, a: torch.Tensor, x: torch.Tensor) -> Any:
+    b = info.batch_size
+    a, x = _to_front(a, in_dims[0], b), _to_front(x, in_dims[1], b)
+    return _gamma_dx_da_op(a.reshape(-1), x.reshape(-1)).reshape(x.shape), 0
+
+
+def _gamma_loop(keys: torch.Tensor, alpha: torch.Tensor, log_space: bool) -> torch.Tensor:
+    if _torch_hooks.is_compiling():
+        return _gamma_one_op(keys, alpha, log_space)
+    return _gamma_one(keys, alpha, log_space)
+
+
+def _gamma_dx_da_any(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    if _torch_hooks.is_compiling():
+        return _gamma_dx_da_op(a.detach(), x.detach())
+    return _gamma_dx_da(a, x)
+
+
 def _gamma(
     k: torch.Tensor, a: torch.Tensor, shape: tuple[int, ...], log_space: bool
 ) -> torch.Tensor:
@@ -1315,13 +1364,13 @@ def _gamma(
         return torch.empty(shape, dtype=a.dtype, device=k.device)
     keys = _split(k, (n,))
     flat = a.reshape(n)
-    x = _gamma_one(keys, flat.detach(), log_space)
+    x = _gamma_loop(keys, flat.detach(), log_space)
     if _torch_hooks.carries_derivative(flat):
         if log_space:
             sample = torch.exp(x).clamp_min(torch.finfo(x.dtype).tiny)
-            g = _gamma_dx_da(flat, sample) / sample
+            g = _gamma_dx_da_any(flat, sample) / sample
         else:
-            g = _gamma_dx_da(flat, x)
+            g = _gamma_dx_da_any(flat, x)
         x = x + (flat - flat.detach()) * g.detach()
     return x.reshape(shape)
 
@@ -1491,8 +1540,8 @@ def poisson(
 ) -> torch.Tensor:
     """Poisson(lam) draws: ``jax.random.poisson`` (Knuth below 10, Hörmann's rejection above).
 
-    As in JAX, ``lam`` is used in float32. Results default to ``torch.int32``. Runs eagerly
-    (a rejection loop; a graph break under ``jit``).
+    As in JAX, ``lam`` is used in float32. Results default to ``torch.int32``. Under
+    ``jit`` the rejection loop is one opaque custom operator in the graph (no graph break).
 
     Example:
         >>> import torch
@@ -1508,13 +1557,45 @@ def poisson(
     if shape is not None:
         _check_broadcast(call, shape_t, lt)
     lt = lt.detach().broadcast_to(shape_t)
+    if _torch_hooks.is_compiling():
+        return _poisson_op(k, lt).to(dt)
+    return _poisson_draw(k, lt).to(dt)
+
+
+def _poisson_draw(k: torch.Tensor, lt: torch.Tensor) -> torch.Tensor:
+    """int64 Poisson(lt) draws of lt's shape from one key (Knuth below 10, rejection above)."""
+    shape_t = tuple(lt.shape)
     use_knuth = torch.isnan(lt) | (lt < 10)
     lam_knuth = torch.where(use_knuth, lt, torch.zeros_like(lt))
     lam_rej = torch.where(use_knuth, torch.full_like(lt, 1e5), lt)
     knuth = _poisson_knuth(k, lam_knuth, shape_t)
     rej = _poisson_rejection(k, lam_rej, shape_t).to(torch.int64)
     out = torch.where(use_knuth, knuth, rej)
-    return torch.where(lt == 0, torch.zeros_like(out), out).to(dt)
+    return torch.where(lt == 0, torch.zeros_like(out), out)
+
+
+@torch.library.custom_op("functorch_utils::poisson", mutates_args=())
+def _poisson_op(keys: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    # keys: (*batch, 2), one key per vmap member; lam: (*batch, *shape)
+    nb = keys.dim() - 1
+    if nb == 0:
+        return _poisson_draw(keys, lam)
+    from ._vmap import vmap  # the eager vmap: each member's loop as in NOTE [rejection loops]
+
+    flat_k = keys.reshape(-1, keys.shape[-1])
+    flat_l = lam.reshape(flat_k.shape[0], *lam.shape[nb:])
+    return vmap(_poisson_draw)(flat_k, flat_l).reshape(lam.shape)
+
+
+@_poisson_op.register_fake
+def _(keys: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    return torch.empty(lam.shape, dtype=torch.int64, device=lam.device)
+
+
+@_poisson_op.register_vmap
+def _(info: Any, in_dims: Any, keys: torch.Tensor, lam: torch.Tensor) -> Any:
+    b = info.batch_size
+    return _poisson_op(_to_front(keys, in_dims[0], b), _to_front(lam, in_dims[1], b)), 0
 
 
 # ---------------------------------------------------------------------------------------------

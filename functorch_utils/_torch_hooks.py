@@ -290,16 +290,21 @@ def carries_derivative(x: torch.Tensor) -> bool:
     """Whether autograd, or a torch.func ``grad``/``jvp`` level at any depth, tracks ``x``.
 
     Walks the functorch wrappers from the innermost level out; forward-mode tangents are seen at
-    the innermost forward level (custom rules refuse nested forward mode anyway).
+    the innermost forward level (custom rules refuse nested forward mode anyway). While
+    torch.compile traces, the wrappers cannot be walked; there the traced tensor answers
+    ``requires_grad`` (reverse mode) and carries the tangent (forward mode) for every level
+    (pinned for grad, jvp and vmap around either under jit in tests/test_random.py).
     """
+    from torch.autograd.forward_ad import unpack_dual
+
+    if is_compiling():
+        return x.requires_grad or unpack_dual(x).tangent is not None
     try:
         is_wrapped = torch._C._functorch.is_functorch_wrapped_tensor
         is_batched = torch._C._functorch.is_batchedtensor
         unwrap = torch._C._functorch.get_unwrapped
     except AttributeError as e:  # pragma: no cover - depends on the torch version
         raise _missing("torch._C._functorch.get_unwrapped") from e
-    from torch.autograd.forward_ad import unpack_dual
-
     while True:
         if x.requires_grad:
             return True
