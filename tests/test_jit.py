@@ -541,3 +541,40 @@ def test_jit_of_keyed_random_numbers():
     assert fu.eval_shape(lambda k: random.normal(k, (4, 5)), key) == fu.ShapeDtypeStruct(
         (4, 5), torch.float32
     )
+
+
+def test_cpu_graphs_take_the_cpp_wrapper_and_compile_without_it_if_it_fails(monkeypatch):
+    # NOTE [C++ wrapper on CPU]: inductor without a cpp_wrapper option -> tried with it on CPU
+    from functorch_utils import _torch_hooks
+
+    built: list[dict] = []
+    used: list[str] = []
+
+    def fake_backend(backend, mode, options, dynamic):
+        built.append(dict(options or {}))
+        wrapper = bool((options or {}).get("cpp_wrapper"))
+
+        def compile_graph(gm, example_inputs, **kwargs):
+            used.append("wrapper" if wrapper else "plain")
+            if wrapper and fail:
+                raise RuntimeError("C++ compile failed")
+            return gm.forward
+
+        return compile_graph
+
+    monkeypatch.setattr(_torch_hooks, "compile_backend", fake_backend)
+    x = torch.arange(3.0)
+    for fail, want in [(False, ["wrapper"]), (True, ["wrapper", "plain"])]:
+        built.clear()
+        used.clear()
+        f = fu.jit(lambda x: x * 2 + 1, options={"max_autotune": False})
+        assert torch.equal(f(x), x * 2 + 1)
+        assert built == [{"max_autotune": False, "cpp_wrapper": True}, {"max_autotune": False}]
+        assert used == want
+    # the user's own choice is kept, and other backends get no wrapper
+    built.clear()
+    fu.jit(lambda x: x + 1, options={"cpp_wrapper": False})(x)
+    assert built == [{"cpp_wrapper": False}]
+    built.clear()
+    fu.jit(lambda x: x + 1, backend="aot_eager")(x)
+    assert built == [{}]
