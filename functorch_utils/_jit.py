@@ -326,9 +326,8 @@ class _CountingBackend:
     time reported when it ends.
     """
 
-    def __init__(self, real: Any, entry: _Entry, cpu: Any = None) -> None:
+    def __init__(self, real: Any, entry: _Entry) -> None:
         self.real = real
-        self.cpu = cpu  # NOTE [C++ wrapper on CPU]: the backend for graphs wholly on the CPU
         self.entry = entry
 
     def __call__(self, gm: Any, example_inputs: Any, **kwargs: Any) -> Any:
@@ -339,11 +338,6 @@ class _CountingBackend:
         timer.daemon = True
         timer.start()
         try:
-            if self.cpu is not None and _all_cpu(example_inputs):
-                try:
-                    return self.cpu(gm, example_inputs, **kwargs)
-                except Exception as e:  # NOTE [C++ wrapper on CPU]: compile without it
-                    logger.debug("jit(%s): C++ wrapper failed (%s); compiling without", name, e)
             return self.real(gm, example_inputs, **kwargs)
         finally:
             timer.cancel()
@@ -364,17 +358,6 @@ def _announce(name: str) -> None:
     )
 
 
-# NOTE [C++ wrapper on CPU]
-# inductor's generated code calls its kernels from Python by default; its ``cpp_wrapper`` option
-# calls them from one compiled C++ function instead. For the small graphs of per-sample gradients
-# that overhead is measurable: W1 of benchmarks/bench_jit.py (B=64, one thread) ran ~10 % faster
-# with it (docs/jit.md), and the first compile took ~7 % longer. So with inductor and no
-# ``cpp_wrapper`` option given, a graph whose inputs are all on the CPU is compiled with it; if
-# that compile fails, the graph is compiled again without it. Other devices keep torch's default.
-def _all_cpu(example_inputs: Any) -> bool:
-    return all(x.device.type == "cpu" for x in example_inputs if isinstance(x, torch.Tensor))
-
-
 class _Entry:
     __slots__ = ("compiled", "compiles", "eager", "owner")
 
@@ -383,17 +366,10 @@ class _Entry:
         self.compiles = 0
         self.eager = False
         opts = owner._compile_options
-        name, mode, options, dynamic = (
-            opts["backend"],
-            opts["mode"],
-            opts["options"],
-            opts["dynamic"],
+        backend = _CountingBackend(
+            hooks.compile_backend(opts["backend"], opts["mode"], opts["options"], opts["dynamic"]),
+            self,
         )
-        cpu = None
-        if name == "inductor" and "cpp_wrapper" not in (options or {}):
-            with_wrapper = {**(options or {}), "cpp_wrapper": True}
-            cpu = hooks.compile_backend(name, mode, with_wrapper, dynamic)
-        backend = _CountingBackend(hooks.compile_backend(name, mode, options, dynamic), self, cpu)
         self.compiled = torch.compile(
             _entry_function(owner._fun, fun_name(owner._fun)),
             fullgraph=opts["fullgraph"],
