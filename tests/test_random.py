@@ -784,3 +784,28 @@ def test_rejection_samplers_under_inductor():
     f = lambda k, a: (random.gamma(k, a), random.poisson(k, a * 3.0))  # noqa: E731
     got, want = fu.jit(f)(k, a), f(k, a)
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+
+
+def test_rejection_samplers_under_jit_in_every_grad_mode():
+    import functorch_utils as fu
+
+    k = random.key(2)
+    a = torch.tensor([0.5, 2.0, 7.0])
+    f = lambda k, a: random.gamma(k, a)  # noqa: E731
+    jf = fu.jit(f, backend="eager")
+    want = f(k, a)
+    with torch.no_grad():
+        assert torch.equal(jf(k, a), want)
+    with torch.inference_mode():
+        assert torch.equal(jf(k, a), want)
+        assert torch.equal(
+            fu.jit(random.poisson, backend="eager")(k, a * 9.0), random.poisson(k, a * 9.0)
+        )
+    # an input that requires grad: outer autograd gets the implicit gradient through jit
+    ar = a.clone().requires_grad_()
+    jf(k, ar).sum().backward()
+    through_jit = ar.grad
+    ar.grad = None
+    f(k, ar).sum().backward()
+    torch.testing.assert_close(through_jit, ar.grad)
+    assert bool((through_jit != 0).all())
