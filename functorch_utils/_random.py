@@ -24,11 +24,11 @@ of XLA.
 # gamma (and beta, dirichlet) and poisson sample by rejection: JAX runs a while loop until every
 # element is accepted. Here the loop runs over all elements at once with ``torch.where`` keeping
 # finished ones, which gives each element exactly the values of its own loop. The loop's exit
-# reads the data (``any()``), which torch.compile cannot trace; so under torch.compile (``jit``)
-# each loop is a custom operator (``torch.ops.functorch_utils.*``): one opaque node in the
-# graph, run eagerly when the compiled code runs, with a fake (shape-only) implementation for
-# tracing and a vmap rule. So these samplers compile under fullgraph=True without graph breaks;
-# the loop itself is not fused.
+# reads the data (``any()``), which torch.compile cannot trace and fake tensors (``eval_shape``)
+# cannot run. So there (``_torch_hooks.shapes_only``) each loop is a custom operator
+# (``torch.ops.functorch_utils.*``): one opaque node in the graph, run eagerly when the compiled
+# code runs, with a fake (shape-only) implementation for tracing and a vmap rule. These samplers
+# compile under fullgraph=True without graph breaks; the loop itself is not fused.
 # Under vmap the exit test looks at every batch member (``_torch_hooks.unwrap_all``), and where
 # JAX's result depends on the iteration count of the whole array (poisson's rejection branch
 # keeps the last accepted draw), each member stops updating when its own elements are done, as
@@ -1343,13 +1343,13 @@ def _(info: Any, in_dims: Any, a: torch.Tensor, x: torch.Tensor) -> Any:
 
 
 def _gamma_loop(keys: torch.Tensor, alpha: torch.Tensor, log_space: bool) -> torch.Tensor:
-    if _torch_hooks.is_compiling():
+    if _torch_hooks.shapes_only():
         return _gamma_one_op(keys, alpha, log_space)
     return _gamma_one(keys, alpha, log_space)
 
 
 def _gamma_dx_da_any(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    if _torch_hooks.is_compiling():
+    if _torch_hooks.shapes_only():
         return _gamma_dx_da_op(a.detach(), x.detach())
     return _gamma_dx_da(a, x)
 
@@ -1557,7 +1557,7 @@ def poisson(
     if shape is not None:
         _check_broadcast(call, shape_t, lt)
     lt = lt.detach().broadcast_to(shape_t)
-    if _torch_hooks.is_compiling():
+    if _torch_hooks.shapes_only():
         return _poisson_op(k, lt).to(dt)
     return _poisson_draw(k, lt).to(dt)
 

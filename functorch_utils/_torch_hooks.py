@@ -515,6 +515,18 @@ def fake_tensor_mode() -> Any:
     return FakeTensorMode(allow_non_fake_inputs=True)
 
 
+def shapes_only() -> bool:
+    """Whether tensors here carry shapes but no values: torch.compile is tracing, or a fake tensor
+    mode is active (``eval_shape``). Code whose control flow reads values takes another route."""
+    if is_compiling():
+        return True
+    try:
+        get_mode, key = torch._C._get_dispatch_mode, torch._C._TorchDispatchModeKey.FAKE
+    except AttributeError as e:  # pragma: no cover - depends on the torch version
+        raise _missing("torch._C._get_dispatch_mode") from e
+    return get_mode(key) is not None
+
+
 def data_dependent_shape_reason(err: BaseException) -> str | None:
     """What fake tensors could not know, when ``err`` is their refusal of a data-dependent shape."""
     name = type(err).__name__

@@ -809,3 +809,23 @@ def test_rejection_samplers_under_jit_in_every_grad_mode():
     f(k, ar).sum().backward()
     torch.testing.assert_close(through_jit, ar.grad)
     assert bool((through_jit != 0).all())
+
+
+def test_eval_shape_of_rejection_samplers_runs_no_loop():
+    import functorch_utils as fu
+
+    k = random.key(0)
+    cases = {
+        "gamma": (lambda k: random.gamma(k, 2.0, (3,)), (3,), torch.float32),
+        "beta": (lambda k: random.beta(k, 2.0, 3.0, (2, 7)), (2, 7), torch.float32),
+        "dirichlet": (lambda k: random.dirichlet(k, torch.ones(4), (2,)), (2, 4), torch.float32),
+        "poisson": (lambda k: random.poisson(k, 3.0, (4,)), (4,), torch.int32),
+    }
+    for name, (f, shape, dtype) in cases.items():
+        got = fu.eval_shape(f, k)
+        assert (tuple(got.shape), got.dtype) == (shape, dtype), name
+    keys = random.split(k, 5)
+    got = fu.eval_shape(fu.vmap(lambda k: random.gamma(k, 2.0, (3,))), keys)
+    assert tuple(got.shape) == (5, 3)
+    got = fu.eval_shape(fu.grad(lambda a: random.gamma(k, a).sum()), torch.tensor([1.0, 2.0]))
+    assert tuple(got.shape) == (2,)

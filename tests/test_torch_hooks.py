@@ -305,3 +305,18 @@ def test_fake_tensor_mode_and_its_data_dependent_refusal():
             torch.nonzero(x)
     assert hooks.data_dependent_shape_reason(info.value) == "aten.nonzero.default"
     assert hooks.data_dependent_shape_reason(ValueError("other")) is None
+
+
+def test_shapes_only_under_a_fake_tensor_mode_and_while_compiling():
+    assert not hooks.shapes_only()
+    with hooks.fake_tensor_mode():
+        assert hooks.shapes_only()
+    assert not hooks.shapes_only()
+    seen = []
+
+    def f(x):
+        seen.append(hooks.shapes_only())
+        return x + 1
+
+    torch.compile(f, backend="eager", fullgraph=True)(torch.ones(2))
+    assert seen == [True]
