@@ -432,7 +432,7 @@ def _bool_predicate(call: str, name: str, pred: Any) -> bool | torch.Tensor:
             describe(pred),
             "Reduce to one value per example, e.g. with (...).all() or (...).any().",
         )
-    if _torch_hooks.is_compiling() or _torch_hooks.is_batched(pred):
+    if _torch_hooks.shapes_only() or _torch_hooks.is_batched(pred):
         return pred  # NOTE [control flow under jit]: a traced predicate selects
     return bool(pred)
 
@@ -442,7 +442,7 @@ def _int_index(call: str, index: Any, n: int) -> int | torch.Tensor:
     if isinstance(index, torch.Tensor) and index.ndim == 0:
         if index.dtype == torch.bool or not (index.is_floating_point() or index.is_complex()):
             index = index.long()
-            if _torch_hooks.is_compiling() or _torch_hooks.is_batched(index):
+            if _torch_hooks.shapes_only() or _torch_hooks.is_batched(index):
                 return index.clamp(0, n - 1)
             return min(max(int(index), 0), n - 1)
     elif isinstance(index, int):
@@ -621,12 +621,17 @@ def _while(
             continue
         if _torch_hooks.is_compiling():
             _traced_loop_error(call, "the loop's predicate")
-        if not bool(_torch_hooks.unwrap_all(p).any()):  # no member continues
+        # eval_shape: one checked step gives the shapes (asked without a Python frame: see
+        # _torch_hooks.active_fake_mode)
+        shapes = _torch_hooks.active_fake_mode() is not None
+        if not shapes and not bool(_torch_hooks.unwrap_all(p).any()):  # no member continues
             return carry.tree(leaves)
         with _MaskOutside(p):
             out = body(carry.tree(leaves))
         new = carry.check(out)
         leaves = [torch.where(p, n, o) for n, o in zip(new, leaves)]
+        if shapes:
+            return carry.tree(leaves)
 
 
 # NOTE [control flow under jit]
@@ -636,7 +641,9 @@ def _while(
 # ``vmap`` and gives the same values as JAX's compiled ``cond``. A loop whose trip count depends on
 # tensor values (``while_loop`` with a tensor predicate, ``fori_loop`` with tensor bounds) cannot
 # be unrolled by tracing; it is refused with a clear error (the eager loop, outside ``jit``, runs
-# it). Loops with Python-int trip counts unroll.
+# it). Loops with Python-int trip counts unroll. Under ``eval_shape`` (fake tensors, no values)
+# ``cond``/``switch`` select the same way, and a loop with a tensor predicate or bounds runs one
+# checked step: the carry keeps its structure, shapes and dtypes, so that step gives them.
 def _traced_loop_error(call: str, what: str) -> NoReturn:
     raise_type(
         call,
@@ -693,7 +700,9 @@ def _bound(call: str, name: str, value: Any) -> int | torch.Tensor:
         if not value.is_complex() and value.dtype != torch.bool:
             if _torch_hooks.is_compiling():
                 _traced_loop_error(call, f"the bound {name}")
-            return value if _torch_hooks.is_batched(value) else int(value)
+            if _torch_hooks.shapes_only() or _torch_hooks.is_batched(value):
+                return value  # eval_shape or vmap: the while_loop path
+            return int(value)
     elif isinstance(value, int) and not isinstance(value, bool):
         return value
     raise_type(

@@ -7,6 +7,7 @@ one fails in CI, not in a user's derivative.
 
 from __future__ import annotations
 
+import functools
 import importlib.abc
 import importlib.machinery
 import os
@@ -515,16 +516,27 @@ def fake_tensor_mode() -> Any:
     return FakeTensorMode(allow_non_fake_inputs=True)
 
 
+try:
+    # The active FakeTensorMode or None. A partial of the C function, so that no Python frame
+    # runs: dynamo compiles the frames an eagerly running caller calls, and a frame compiled on
+    # its own would answer "compiling" to that eager caller.
+    active_fake_mode: Callable[[], Any] = functools.partial(
+        torch._C._get_dispatch_mode, torch._C._TorchDispatchModeKey.FAKE
+    )
+except AttributeError:  # pragma: no cover - depends on the torch version
+
+    def active_fake_mode() -> Any:
+        raise _missing("torch._C._get_dispatch_mode")
+
+
 def shapes_only() -> bool:
     """Whether tensors here carry shapes but no values: torch.compile is tracing, or a fake tensor
-    mode is active (``eval_shape``). Code whose control flow reads values takes another route."""
-    if is_compiling():
-        return True
-    try:
-        get_mode, key = torch._C._get_dispatch_mode, torch._C._TorchDispatchModeKey.FAKE
-    except AttributeError as e:  # pragma: no cover - depends on the torch version
-        raise _missing("torch._C._get_dispatch_mode") from e
-    return get_mode(key) is not None
+    mode is active (``eval_shape``). Code whose control flow reads values takes another route.
+
+    Where dynamo compiles the caller's callee on its own (after a graph break) this can answer
+    True to an eagerly running caller; use it only where both routes give the same values.
+    """
+    return is_compiling() or active_fake_mode() is not None
 
 
 def data_dependent_shape_reason(err: BaseException) -> str | None:

@@ -839,3 +839,25 @@ def test_masking_keeps_in_place_writes_and_values():
     buf = torch.tensor([10.0, 20.0])
     want = torch.stack([f(v, buf) for v in x])
     tree_allclose(fu.vmap(f, in_axes=(0, None))(x, buf), want)
+
+
+def test_eval_shape_through_control_flow_on_tensor_values():
+    # NOTE [control flow under jit]: fake tensors have no values; cond/switch select, a loop
+    # with a tensor predicate or bounds runs one checked step
+    def f(x):
+        y = lax.cond(x.sum() > 0, lambda v: v * 2, lambda v: v - 1, x)
+        z = lax.switch((x.sum() > 1).long(), [lambda v: v, lambda v: v + 1.0], y)
+        w = lax.while_loop(lambda c: c[0] < 10, lambda c: (c[0] + 1, c[1] * 2), (x.sum(), z))
+        m = lax.fori_loop(0, (x > 0).sum(), lambda i, v: v * 2, x.double())
+        return w, m
+
+    x = torch.ones(3)
+    got = fu.eval_shape(f, x)
+    want = f(x)
+    flat_got, flat_want = fu.tree_util.tree_leaves(got), fu.tree_util.tree_leaves(want)
+    assert [(tuple(g.shape), g.dtype) for g in flat_got] == [
+        (tuple(w.shape), w.dtype) for w in flat_want
+    ]
+    # a body that changes the carry's shape is still refused, as in the eager loop
+    with pytest.raises(TypeError, match="body_fun"):
+        fu.eval_shape(lambda x: lax.while_loop(lambda v: v.sum() < 5, lambda v: v[:1], x), x)

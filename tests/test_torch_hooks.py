@@ -308,10 +308,10 @@ def test_fake_tensor_mode_and_its_data_dependent_refusal():
 
 
 def test_shapes_only_under_a_fake_tensor_mode_and_while_compiling():
-    assert not hooks.shapes_only()
-    with hooks.fake_tensor_mode():
-        assert hooks.shapes_only()
-    assert not hooks.shapes_only()
+    assert not hooks.shapes_only() and hooks.active_fake_mode() is None
+    with hooks.fake_tensor_mode() as mode:
+        assert hooks.shapes_only() and hooks.active_fake_mode() is mode
+    assert not hooks.shapes_only() and hooks.active_fake_mode() is None
     seen = []
 
     def f(x):
