@@ -829,3 +829,26 @@ def test_eval_shape_of_rejection_samplers_runs_no_loop():
     assert tuple(got.shape) == (5, 3)
     got = fu.eval_shape(fu.grad(lambda a: random.gamma(k, a).sum()), torch.tensor([1.0, 2.0]))
     assert tuple(got.shape) == (2,)
+
+
+def test_rejection_operators_under_nested_vmap_and_batched_parameters_in_jit():
+    import functorch_utils as fu
+
+    k = random.key(1)
+    keys = random.split(k, 6).reshape(2, 3, 2)
+    lam = torch.tensor([2.0, 15.0, 40.0])  # Knuth and rejection branches
+
+    def f(k):
+        return random.poisson(k, lam), random.gamma(k, lam / 10)
+
+    nested = fu.vmap(fu.vmap(f))
+    got = fu.jit(nested, backend="eager")(keys)
+    for i in range(2):
+        for j in range(3):
+            want = f(keys[i, j])
+            assert torch.equal(got[0][i, j], want[0]) and torch.equal(got[1][i, j], want[1])
+    # the parameter batched, the key shared
+    g = fu.vmap(lambda lam: random.poisson(k, lam, (4,)))
+    lams = torch.tensor([3.0, 30.0])
+    got = fu.jit(g, backend="eager")(lams)
+    assert torch.equal(got, torch.stack([random.poisson(k, v, (4,)) for v in lams]))
