@@ -852,3 +852,17 @@ def test_rejection_operators_under_nested_vmap_and_batched_parameters_in_jit():
     lams = torch.tensor([3.0, 30.0])
     got = fu.jit(g, backend="eager")(lams)
     assert torch.equal(got, torch.stack([random.poisson(k, v, (4,)) for v in lams]))
+
+
+def test_jacobians_through_gamma_under_jit():
+    import functorch_utils as fu
+
+    k = random.key(4)
+    a = torch.tensor([0.7, 2.0, 5.0])
+    for transform in (fu.jacrev, fu.jacfwd):
+        f = transform(lambda a: random.gamma(k, a))
+        torch.testing.assert_close(fu.jit(f, backend="eager")(a), f(a))
+    v = fu.value_and_grad(lambda a: random.dirichlet(k, a)[0])
+    got, want = fu.jit(v, backend="eager")(a), v(a)
+    torch.testing.assert_close(got[0], want[0])
+    torch.testing.assert_close(got[1], want[1])
