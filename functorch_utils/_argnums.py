@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import inspect
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ._errors import describe, raise_type
 
-__all__ = ["check_argnums", "resolve_argnums"]
+__all__ = ["check_argnames", "check_argnums", "positional_params", "resolve_argnums"]
 
 
 def check_argnums(
@@ -54,3 +55,41 @@ def resolve_argnums(
             )
         out.append(pos)
     return tuple(out)
+
+
+def check_argnames(call: str, what: str, value: Any) -> tuple[str, ...]:
+    """Build-time check of argument names (``static_argnames``, ``nondiff_argnames``)."""
+    if value is None:
+        return ()
+    items = (value,) if isinstance(value, str) else value
+    if isinstance(items, Sequence):
+        items = tuple(items)
+        if all(isinstance(a, str) for a in items):
+            return items
+    raise_type(
+        call,
+        f"{what} must be a string or a sequence of strings",
+        "e.g. 'n' or ('n', 'mode')",
+        describe(value),
+        f"Name the arguments by name in {what}.",
+    )
+
+
+def positional_params(
+    fun: Callable[..., Any],
+) -> tuple[list[str], bool, list[str], bool] | None:
+    """(positional parameter names, has *args, keyword-only names, has **kwargs), or None."""
+    try:
+        sig = inspect.signature(fun)
+    except (TypeError, ValueError):
+        return None
+    kinds = inspect.Parameter
+    names = [
+        p.name
+        for p in sig.parameters.values()
+        if p.kind in (kinds.POSITIONAL_ONLY, kinds.POSITIONAL_OR_KEYWORD)
+    ]
+    keywords = [p.name for p in sig.parameters.values() if p.kind is kinds.KEYWORD_ONLY]
+    has_varargs = any(p.kind is kinds.VAR_POSITIONAL for p in sig.parameters.values())
+    has_varkw = any(p.kind is kinds.VAR_KEYWORD for p in sig.parameters.values())
+    return names, has_varargs, keywords, has_varkw

@@ -16,7 +16,7 @@ import torch.func
 
 from . import _pytree
 from . import _torch_hooks as hooks
-from ._argnums import check_argnums, resolve_argnums
+from ._argnums import check_argnames, check_argnums, positional_params, resolve_argnums
 from ._engine import conj_if_complex
 from ._errors import check_callable, describe, fun_name, message, raise_type, raise_value
 
@@ -188,10 +188,36 @@ def _apply(call: str, fn: Any, state: Any, tensors: list[torch.Tensor], *rest: A
         ) from e
 
 
-def _normalize_nondiff(api: str, fun: Any, nondiff_argnums: Any) -> tuple[int, ...]:
-    if isinstance(nondiff_argnums, (tuple, list)) and not nondiff_argnums:
-        return ()
-    return check_argnums(api, fun_name(fun), nondiff_argnums, what="nondiff_argnums")[0]
+def _normalize_nondiff(
+    api: str, fun: Any, nondiff_argnums: Any, nondiff_argnames: Any = ()
+) -> tuple[int, ...]:
+    """The positions of the non-differentiated arguments: ``nondiff_argnums`` and, as JAX,
+    the positions of the parameters named in ``nondiff_argnames``."""
+    nums: tuple[int, ...] = ()
+    if not (isinstance(nondiff_argnums, (tuple, list)) and not nondiff_argnums):
+        nums = check_argnums(api, fun_name(fun), nondiff_argnums, what="nondiff_argnums")[0]
+    call = f"{api}({fun_name(fun)}, nondiff_argnames={nondiff_argnames!r})"
+    names = check_argnames(call, "nondiff_argnames", nondiff_argnames)
+    if not names:
+        return nums
+    params = positional_params(fun)
+    positional = params[0] if params is not None else []
+    unknown = [n for n in names if n not in positional]
+    if unknown:
+        raise_value(
+            call,
+            f"nondiff_argnames names {unknown}, which "
+            + (
+                "are not positional parameters of the function"
+                if params
+                else "cannot be looked up: the function's signature is not readable"
+            ),
+            f"names among its positional parameters {positional}",
+            f"nondiff_argnames={names!r}",
+            "Fix the names (the rules receive positional arguments only, so keyword-only "
+            "parameters cannot be named), or use nondiff_argnums.",
+        )
+    return tuple(dict.fromkeys(nums + tuple(positional.index(n) for n in names)))
 
 
 def _bind(
@@ -752,10 +778,17 @@ class custom_vjp:
         tensor(1.)
     """
 
-    def __init__(self, fun: Callable[..., Any], nondiff_argnums: Sequence[int] = ()) -> None:
+    def __init__(
+        self,
+        fun: Callable[..., Any],
+        nondiff_argnums: Sequence[int] = (),
+        nondiff_argnames: Sequence[str] = (),
+    ) -> None:
         check_callable("custom_vjp", fun)
         self.fun = fun
-        self.nondiff_argnums = _normalize_nondiff("custom_vjp", fun, nondiff_argnums)
+        self.nondiff_argnums = _normalize_nondiff(
+            "custom_vjp", fun, nondiff_argnums, nondiff_argnames
+        )
         self.fwd: Callable[..., Any] | None = None
         self.bwd: Callable[..., Any] | None = None
         # the function's output type per argument signature (NOTE [custom_vjp output type])
@@ -958,10 +991,17 @@ class custom_jvp:
         tensor(1.)
     """
 
-    def __init__(self, fun: Callable[..., Any], nondiff_argnums: Sequence[int] = ()) -> None:
+    def __init__(
+        self,
+        fun: Callable[..., Any],
+        nondiff_argnums: Sequence[int] = (),
+        nondiff_argnames: Sequence[str] = (),
+    ) -> None:
         check_callable("custom_jvp", fun)
         self.fun = fun
-        self.nondiff_argnums = _normalize_nondiff("custom_jvp", fun, nondiff_argnums)
+        self.nondiff_argnums = _normalize_nondiff(
+            "custom_jvp", fun, nondiff_argnums, nondiff_argnames
+        )
         self.rule: Callable[..., Any] | None = None
         functools.update_wrapper(self, fun)
 

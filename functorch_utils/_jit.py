@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import inspect
 import logging
 import os
 import threading
@@ -26,7 +25,7 @@ import torch
 
 from . import _pytree
 from . import _torch_hooks as hooks
-from ._argnums import check_argnums
+from ._argnums import check_argnames, check_argnums, positional_params
 from ._errors import check_callable, describe, fun_name, message, raise_type, raise_value
 
 __all__ = [
@@ -153,8 +152,8 @@ class _Statics:
 
     def __init__(self, call: str, fun: Callable[..., Any], argnums: Any, argnames: Any) -> None:
         self.argnums = _int_tuple(fun, "static_argnums", argnums)
-        self.argnames = _str_tuple(call, "static_argnames", argnames)
-        params = _positional_params(fun)
+        self.argnames = check_argnames(call, "static_argnames", argnames)
+        params = positional_params(fun)
         if params is not None:
             names, has_varargs, keywords, has_varkw = params
             if not has_varargs:
@@ -226,43 +225,6 @@ def _int_tuple(fun: Callable[..., Any], what: str, value: Any) -> tuple[int, ...
     if value is None or (isinstance(value, (tuple, list)) and not value):
         return ()
     return check_argnums("jit", fun_name(fun), value, what=what)[0]
-
-
-def _str_tuple(call: str, what: str, value: Any) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    items = (value,) if isinstance(value, str) else value
-    if isinstance(items, Sequence):
-        items = tuple(items)
-        if all(isinstance(a, str) for a in items):
-            return items
-    raise_type(
-        call,
-        f"{what} must be a string or a sequence of strings",
-        "e.g. 'n' or ('n', 'mode')",
-        describe(value),
-        f"Name the arguments by name in {what}.",
-    )
-
-
-def _positional_params(
-    fun: Callable[..., Any],
-) -> tuple[list[str], bool, list[str], bool] | None:
-    """(positional parameter names, has *args, keyword-only names, has **kwargs), or None."""
-    try:
-        sig = inspect.signature(fun)
-    except (TypeError, ValueError):
-        return None
-    kinds = inspect.Parameter
-    names = [
-        p.name
-        for p in sig.parameters.values()
-        if p.kind in (kinds.POSITIONAL_ONLY, kinds.POSITIONAL_OR_KEYWORD)
-    ]
-    keywords = [p.name for p in sig.parameters.values() if p.kind is kinds.KEYWORD_ONLY]
-    has_varargs = any(p.kind is kinds.VAR_POSITIONAL for p in sig.parameters.values())
-    has_varkw = any(p.kind is kinds.VAR_KEYWORD for p in sig.parameters.values())
-    return names, has_varargs, keywords, has_varkw
 
 
 # ---------------------------------------------------------------------------------------------
@@ -631,7 +593,7 @@ def jit(
     call = f"jit({fun_name(fun)})"
     statics = _Statics(call, fun, static_argnums, static_argnames)
     donate = _int_tuple(fun, "donate_argnums", donate_argnums)
-    _str_tuple(call, "donate_argnames", donate_argnames)
+    check_argnames(call, "donate_argnames", donate_argnames)
     for name in ("keep_unused", "fullgraph", "fallback"):
         if not isinstance(given[name], bool):
             raise_type(call, f"{name} must be a bool", "True or False", describe(given[name]))

@@ -827,3 +827,47 @@ def test_stop_gradient_of_a_callable_leaf_names_it():
     with pytest.raises(TypeError, match=re.escape("stop_gradient(tree): tree is a callable")):
         fu.stop_gradient(lambda x: x)
     assert fu.stop_gradient((1, "a", None, 2.5)) == (1, "a", None, 2.5)
+
+
+def test_nondiff_argnames_name_positions_as_jax():
+    # jax.custom_vjp/custom_jvp(fun, nondiff_argnums=(), nondiff_argnames=()): a named parameter
+    # is non-differentiated as if its position were in nondiff_argnums
+    def scale(x, n, y):
+        return n * x * y
+
+    vjp_f = fu.custom_vjp(scale, nondiff_argnames=("n",))
+    vjp_f.defvjp(lambda x, n, y: (scale(x, n, y), (x, y)), lambda n, r, g: (n * g * r[1], g * r[0]))
+    assert vjp_f.nondiff_argnums == (1,)
+    gx, gy = fu.grad(lambda x, y: vjp_f(x, 3.0, y), argnums=(0, 1))(T(2.0), T(5.0))
+    tree_allclose((gx, gy), (T(15.0), T(2.0)))
+    # given by keyword at the call, as JAX resolves it to its position
+    tree_allclose(fu.grad(lambda x: vjp_f(x, n=3.0, y=T(5.0)))(T(2.0)), T(15.0))
+
+    jvp_f = fu.custom_jvp(scale, nondiff_argnames="n")
+    jvp_f.defjvp(lambda n, p, t: (scale(p[0], n, p[1]), n * (t[0] * p[1] + p[0] * t[1])))
+    out, tangent = fu.jvp(lambda x, y: jvp_f(x, 3.0, y), (T(2.0), T(5.0)), (T(1.0), T(0.0)))
+    tree_allclose((out, tangent), (T(30.0), T(15.0)))
+    # names and positions together, each position once
+    both = fu.custom_vjp(scale, nondiff_argnums=(1,), nondiff_argnames=("n",))
+    assert both.nondiff_argnums == (1,)
+
+
+def test_nondiff_argnames_errors_name_the_argument():
+    def f(x, n, *, mode="a"):
+        return x
+
+    for custom in (fu.custom_vjp, fu.custom_jvp):
+        name = custom.__name__
+        with pytest.raises(
+            ValueError,
+            match=re.escape(
+                f"{name}(f, nondiff_argnames=('m',)): nondiff_argnames names ['m'], which are not "
+                "positional parameters of the function; expected names among its positional "
+                "parameters ['x', 'n'], got nondiff_argnames=('m',)."
+            ),
+        ):
+            custom(f, nondiff_argnames=("m",))
+        with pytest.raises(ValueError, match=r"names \['mode'\], which are not positional"):
+            custom(f, nondiff_argnames="mode")  # keyword-only: the rules take positions
+        with pytest.raises(TypeError, match="nondiff_argnames must be a string or a sequence"):
+            custom(f, nondiff_argnames=(1,))

@@ -189,3 +189,41 @@ def test_vmap_collectives():
         fu.vmap(lambda a, b: a + b, in_axes=(1, None))(xt, torch.tensor(1.0, dtype=torch.float64)),
         jax.vmap(lambda a, b: a + b, in_axes=(1, None))(x, 1.0),
     )
+
+
+@pytest.mark.parametrize("kind", ["vjp", "jvp"])
+def test_custom_rules_with_nondiff_argnames(kind):
+    # nondiff_argnames: the named parameter reaches the rule first, as a nondiff_argnums entry
+    def make(lib, custom):
+        def f(x, n, y):
+            return lib.sin(x) * n * y
+
+        g = custom(f, nondiff_argnames=("n",))
+        if kind == "vjp":
+            g.defvjp(
+                lambda x, n, y: (f(x, n, y), (x, y)),
+                lambda n, r, ct: (2.0 * n * lib.cos(r[0]) * r[1] * ct, lib.sin(r[0]) * n * ct),
+            )
+        else:
+            g.defjvp(
+                lambda n, p, t: (
+                    f(p[0], n, p[1]),
+                    n * (2.0 * lib.cos(p[0]) * p[1] * t[0] + lib.sin(p[0]) * t[1]),
+                )
+            )
+        return g
+
+    custom = {"vjp": (fu.custom_vjp, jax.custom_vjp), "jvp": (fu.custom_jvp, jax.custom_jvp)}[kind]
+    ours, theirs = make(torch, custom[0]), make(jnp, custom[1])
+    x, y = np.array(0.5), np.array(1.5)
+    if kind == "vjp":
+        got = fu.grad(lambda x, y: ours(x, 3.0, y), argnums=(0, 1))(*_torch_args((x, y)))
+        want = jax.grad(lambda x, y: theirs(x, 3.0, y), argnums=(0, 1))(x, y)
+    else:
+        got = fu.jvp(
+            lambda x, y: ours(x, 3.0, y),
+            _torch_args((x, y)),
+            _torch_args((np.array(1.0), np.array(0.5))),
+        )
+        want = jax.jvp(lambda x, y: theirs(x, 3.0, y), (x, y), (np.array(1.0), np.array(0.5)))
+    close(got, want)
