@@ -40,6 +40,8 @@ from ._jvp_vjp import linear_transpose as linear_transpose
 from ._jvp_vjp import linearize as linearize
 from ._jvp_vjp import vjp as vjp
 from ._remat import checkpoint as checkpoint
+from ._remat import checkpoint_name as checkpoint_name
+from ._remat import checkpoint_policies as checkpoint_policies
 from ._remat import remat as remat
 from ._remat import stop_gradient as stop_gradient
 from ._vmap import vmap as vmap
@@ -66,6 +68,8 @@ __all__ = [
     "custom_jvp",
     "stop_gradient",
     "checkpoint",
+    "checkpoint_name",
+    "checkpoint_policies",
     "remat",
     # compilation and shapes
     "jit",

@@ -28,6 +28,7 @@
 from __future__ import annotations
 
 import functools
+import types
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -35,12 +36,21 @@ from typing import Any
 import torch
 import torch.utils.checkpoint
 from torch.overrides import TorchFunctionMode
+from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
 
 from . import _pytree, _torch_hooks
-from ._argnums import check_argnums, resolve_argnums
-from ._errors import check_bool, check_callable, describe, fun_name, message, raise_type
+from ._argnums import check_argnames, check_argnums, positional_params, resolve_argnums
+from ._errors import (
+    check_bool,
+    check_callable,
+    describe,
+    fun_name,
+    message,
+    raise_type,
+    raise_value,
+)
 
-__all__ = ["checkpoint", "remat", "stop_gradient"]
+__all__ = ["checkpoint", "checkpoint_name", "checkpoint_policies", "remat", "stop_gradient"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -91,7 +101,9 @@ def checkpoint(
     fun: Callable[..., Any],
     *,
     prevent_cse: bool = True,
+    policy: Callable[..., bool] | None = None,
     static_argnums: int | Sequence[int] = (),
+    static_argnames: str | Sequence[str] = (),
 ) -> Callable[..., Any]:
     """Recompute ``fun``'s forward pass in the backward pass instead of storing it (``jax.checkpoint``).
 
@@ -115,8 +127,15 @@ def checkpoint(
         fun: the function to checkpoint, of any pytrees.
         prevent_cse: taken for JAX compatibility; nothing here merges common subexpressions, so
             it changes nothing.
+        policy: which results of the block to save instead of recomputing, as JAX's
+            ``policy``: ``None`` (save nothing, recompute everything but the inputs), one of
+            :data:`checkpoint_policies`, or a callable ``policy(op, *args, **kwargs) -> bool``
+            called with each torch operator (an ``OpOverload`` such as ``torch.ops.aten.mm.default``)
+            and its arguments, True to save its result. It applies where the call is recorded
+            on the tape (above); elsewhere ``fun`` runs as is.
         static_argnums: taken for JAX compatibility (positions of arguments JAX does not trace);
             every argument may be a non-tensor here already, so they are only checked to exist.
+        static_argnames: the same, by name.
 
     Example:
         >>> import torch
@@ -131,6 +150,15 @@ def checkpoint(
     check_callable("checkpoint", fun)
     check_bool("checkpoint", fun, "prevent_cse", prevent_cse)
     static = _check_static_argnums(fun, static_argnums)
+    _check_static_argnames(fun, static_argnames)
+    if policy is not None and not callable(policy):
+        raise_type(
+            f"checkpoint({fun_name(fun)}, policy=...)",
+            "policy must be None, one of checkpoint_policies, or a callable",
+            "policy(op, *args, **kwargs) -> bool",
+            describe(policy),
+            "Pass e.g. policy=checkpoint_policies.dots_saveable.",
+        )
 
     @functools.wraps(fun)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
@@ -139,7 +167,7 @@ def checkpoint(
             resolve_argnums(call, static, len(args), what="static_argnums")
         if not _on_tape():
             return fun(*args, **kwargs)
-        return _recompute_on_tape(fun, args, kwargs)
+        return _recompute_on_tape(fun, args, kwargs, policy)
 
     return wrapped
 
@@ -153,6 +181,23 @@ def _check_static_argnums(fun: Callable[..., Any], static_argnums: Any) -> tuple
     return check_argnums("checkpoint", fun_name(fun), static_argnums, what="static_argnums")[0]
 
 
+def _check_static_argnames(fun: Callable[..., Any], static_argnames: Any) -> None:
+    call = f"checkpoint({fun_name(fun)}, static_argnames={static_argnames!r})"
+    names = check_argnames(call, "static_argnames", static_argnames)
+    params = positional_params(fun)
+    if names and params is not None and not params[3]:  # no **kwargs: the names must exist
+        known = params[0] + params[2]
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise_value(
+                call,
+                f"static_argnames names {unknown} which the function does not take",
+                f"names among its parameters {known}",
+                f"static_argnames={names!r}",
+                "Fix the names in static_argnames.",
+            )
+
+
 def _on_tape() -> bool:
     """Whether this call is recorded on the autograd tape (NOTE [how checkpoint recomputes])."""
     return (
@@ -162,7 +207,9 @@ def _on_tape() -> bool:
     )
 
 
-def _recompute_on_tape(fun: Callable[..., Any], args: tuple, kwargs: dict[str, Any]) -> Any:
+def _recompute_on_tape(
+    fun: Callable[..., Any], args: tuple, kwargs: dict[str, Any], policy: Any
+) -> Any:
     names = tuple(kwargs)
     n = len(args)
 
@@ -174,9 +221,10 @@ def _recompute_on_tape(fun: Callable[..., Any], args: tuple, kwargs: dict[str, A
     flat = (*args, *kwargs.values())
     rng = _RngState(flat)
     reads = _OutsideReads(f"checkpoint({fun_name(fun)})")
+    contexts = reads.contexts if policy is None else functools.partial(_with_policy, reads, policy)
     try:
         return torch.utils.checkpoint.checkpoint(
-            run, *flat, use_reentrant=False, context_fn=reads.contexts
+            run, *flat, use_reentrant=False, context_fn=contexts
         )
     except RuntimeError as e:
         if not _torch_hooks.is_saved_tensors_hooks_disabled_error(e):
@@ -293,3 +341,165 @@ def _tensors_in(items: Any) -> Iterator[torch.Tensor]:
             for y in x:
                 if isinstance(y, torch.Tensor):
                     yield y
+
+
+# ---------------------------------------------------------------------------------------------
+# checkpoint policies
+
+
+# NOTE [checkpoint policies]
+# JAX's ``policy`` decides, per primitive, whether a result of the block is saved in the forward
+# pass instead of recomputed in the backward pass. Here the same decision is made per torch
+# operator by torch's selective activation checkpointing (``create_selective_checkpoint_contexts``:
+# a dispatch mode that keeps the results the policy marks and hands them back during the
+# recomputation instead of running those operators again). A policy is a callable
+# ``policy(op, *args, **kwargs) -> bool`` on ATen operators; ``checkpoint_policies`` gives JAX's
+# named ones. Values and derivatives are the same whatever the policy; only memory and
+# recomputation differ. Names (``checkpoint_name``) cannot steer it: torch recomputes a block by
+# running it again in program order and decides about each operator as it runs, before any name
+# is given to its result. So the name-based policies are accepted with the nearest operator-level
+# meaning: ``save_only_these_names`` and ``save_any_names_but_these`` save nothing (JAX's default,
+# less the named values), ``save_anything_except_these_names`` saves everything.
+_DOTS_NO_BATCH = frozenset(["mm", "addmm", "mv", "addmv", "dot", "vdot", "_addmm_activation"])
+_DOTS_BATCHED = frozenset(["bmm", "baddbmm"])
+
+
+def _op_name(op: Any) -> str:
+    packet = getattr(op, "overloadpacket", None)
+    return getattr(packet, "__name__", "") if packet is not None else ""
+
+
+def checkpoint_name(x: Any, name: str) -> Any:
+    """Name an intermediate value, as JAX's ``jax.ad_checkpoint.checkpoint_name``: returns ``x``.
+
+    Accepted so that code written for JAX's name-based :data:`checkpoint_policies` runs
+    unchanged, with the same values and derivatives. The names do not change what
+    :func:`checkpoint` saves (NOTE [checkpoint policies]): torch recomputes a block by running it
+    again in program order, so the operation that made a named value runs again whether or not
+    the value is kept.
+
+    Example:
+        >>> import torch
+        >>> from functorch_utils import checkpoint, checkpoint_name, checkpoint_policies, grad
+        >>> def block(x):
+        ...     h = checkpoint_name(torch.sin(x), "h")
+        ...     return (h * h).sum()
+        >>> keep_h = checkpoint(block, policy=checkpoint_policies.save_only_these_names("h"))
+        >>> grad(keep_h)(torch.tensor([0.5, 1.0]))
+        tensor([0.8415, 0.9093])
+    """
+    if not isinstance(name, str):
+        raise_type(
+            "checkpoint_name(x, name)",
+            "name must be a string",
+            "e.g. 'attention_scores'",
+            describe(name),
+        )
+    return x
+
+
+def _with_policy(reads: _OutsideReads, policy: Any) -> tuple[Any, Any]:
+    """torch.utils.checkpoint's contexts: the outside-reads record and the policy's modes."""
+
+    def decide(ctx: Any, op: Any, *args: Any, **kwargs: Any) -> Any:
+        save = bool(policy(op, *args, **kwargs))
+        return CheckpointPolicy.MUST_SAVE if save else CheckpointPolicy.PREFER_RECOMPUTE
+
+    fwd, rec = reads.contexts()
+    sac_fwd, sac_rec = create_selective_checkpoint_contexts(decide)
+    return _Both(fwd, sac_fwd), _Both(rec, sac_rec)
+
+
+class _Both:
+    """Two context managers entered in order and left in reverse."""
+
+    __slots__ = ("first", "second")
+
+    def __init__(self, first: Any, second: Any) -> None:
+        self.first, self.second = first, second
+
+    def __enter__(self) -> None:
+        self.first.__enter__()
+        try:
+            self.second.__enter__()
+        except BaseException:
+            self.first.__exit__(None, None, None)
+            raise
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            self.second.__exit__(*exc)
+        finally:
+            self.first.__exit__(*exc)
+
+
+def _everything_saveable(op: Any, *args: Any, **kwargs: Any) -> bool:
+    return True
+
+
+def _nothing_saveable(op: Any, *args: Any, **kwargs: Any) -> bool:
+    return False
+
+
+def _dots_saveable(op: Any, *args: Any, **kwargs: Any) -> bool:
+    name = _op_name(op)
+    return name in _DOTS_NO_BATCH or name in _DOTS_BATCHED
+
+
+def _dots_with_no_batch_dims_saveable(op: Any, *args: Any, **kwargs: Any) -> bool:
+    return _op_name(op) in _DOTS_NO_BATCH
+
+
+def _check_names(call: str, names: tuple[Any, ...]) -> None:
+    for n in names:
+        if not isinstance(n, str):
+            raise_type(call, "names must be strings", "e.g. 'h'", describe(n))
+
+
+def _save_only_these_names(*names: str) -> Callable[..., bool]:
+    _check_names("checkpoint_policies.save_only_these_names(*names)", names)
+    return _nothing_saveable  # NOTE [checkpoint policies]: names do not reach the operators
+
+
+def _save_any_names_but_these(*names: str) -> Callable[..., bool]:
+    _check_names("checkpoint_policies.save_any_names_but_these(*names)", names)
+    return _nothing_saveable
+
+
+def _save_anything_except_these_names(*names: str) -> Callable[..., bool]:
+    _check_names("checkpoint_policies.save_anything_except_these_names(*names)", names)
+    return _everything_saveable
+
+
+def _save_from_both_policies(
+    policy_1: Callable[..., bool], policy_2: Callable[..., bool]
+) -> Callable[..., bool]:
+    def policy(op: Any, *args: Any, **kwargs: Any) -> bool:
+        return bool(policy_1(op, *args, **kwargs)) or bool(policy_2(op, *args, **kwargs))
+
+    return policy
+
+
+checkpoint_policies = types.SimpleNamespace(
+    everything_saveable=_everything_saveable,
+    nothing_saveable=_nothing_saveable,
+    dots_saveable=_dots_saveable,
+    checkpoint_dots=_dots_saveable,
+    dots_with_no_batch_dims_saveable=_dots_with_no_batch_dims_saveable,
+    checkpoint_dots_with_no_batch_dims=_dots_with_no_batch_dims_saveable,
+    save_only_these_names=_save_only_these_names,
+    save_any_names_but_these=_save_any_names_but_these,
+    save_anything_except_these_names=_save_anything_except_these_names,
+    save_from_both_policies=_save_from_both_policies,
+)
+checkpoint_policies.__doc__ = """JAX's ``jax.checkpoint_policies`` for :func:`checkpoint`'s ``policy``.
+
+``everything_saveable``, ``nothing_saveable``, ``dots_saveable`` (alias ``checkpoint_dots``:
+the results of matrix products, ``mm``/``addmm``/``bmm``/``baddbmm``/``mv``/``dot``...),
+``dots_with_no_batch_dims_saveable`` (alias ``checkpoint_dots_with_no_batch_dims``: those without
+batch dimensions, i.e. not ``bmm``/``baddbmm``) and ``save_from_both_policies(p1, p2)`` act as in
+JAX. ``save_only_these_names(*names)``, ``save_any_names_but_these(*names)`` and
+``save_anything_except_these_names(*names)`` are accepted, but names cannot steer what torch
+saves: the first two save nothing, the third everything (NOTE [checkpoint policies] in
+``_remat.py``). JAX's offloading policies have no counterpart.
+"""

@@ -510,3 +510,111 @@ def test_saved_tensors_hooks_error_match_is_pinned():
         torch.func.grad(torch.sin)(x)
     assert _torch_hooks.is_saved_tensors_hooks_disabled_error(info.value)
     assert not _torch_hooks.is_saved_tensors_hooks_disabled_error(RuntimeError("other"))
+
+
+# ---------------------------------------------------------------------------------------------
+# policies (NOTE [checkpoint policies])
+
+
+class _OpCount:
+    """Counts the ATen operators that run inside the context (a dispatch mode)."""
+
+    def __init__(self) -> None:
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        counts: dict[str, int] = {}
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                name = func.overloadpacket.__name__
+                counts[name] = counts.get(name, 0) + 1
+                return func(*args, **(kwargs or {}))
+
+        self.counts = counts
+        self.mode = Mode()
+
+    def __enter__(self):
+        self.mode.__enter__()
+        return self.counts
+
+    def __exit__(self, *exc):
+        self.mode.__exit__(*exc)
+
+
+def _block(w, v, x):
+    h = torch.tanh(x @ w)  # mm, no batch dims
+    scores = fu.checkpoint_name(h.unsqueeze(0) @ v, "scores")  # bmm, batched
+    return torch.sin(scores).sum()
+
+
+_POLICIES = {
+    "none": None,
+    "everything": fu.checkpoint_policies.everything_saveable,
+    "nothing": fu.checkpoint_policies.nothing_saveable,
+    "dots": fu.checkpoint_policies.dots_saveable,
+    "dots_alias": fu.checkpoint_policies.checkpoint_dots,
+    "dots_no_batch": fu.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "names": fu.checkpoint_policies.save_only_these_names("scores"),
+    "names_but": fu.checkpoint_policies.save_any_names_but_these("scores"),
+    "except_names": fu.checkpoint_policies.save_anything_except_these_names("scores"),
+    "both": fu.checkpoint_policies.save_from_both_policies(
+        fu.checkpoint_policies.dots_with_no_batch_dims_saveable,
+        lambda op, *args, **kwargs: op is torch.ops.aten.tanh.default,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_POLICIES))
+def test_every_policy_keeps_values_and_derivatives(name):
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(4, 5, generator=g, dtype=torch.float64)
+    v = torch.randn(1, 5, 3, generator=g, dtype=torch.float64)
+    x = torch.randn(2, 4, generator=g, dtype=torch.float64)
+    block = fu.checkpoint(_block, policy=_POLICIES[name])
+    want = fu.value_and_grad(_block, argnums=(0, 1, 2))(w, v, x)
+    tree_allclose(fu.value_and_grad(block, argnums=(0, 1, 2))(w, v, x), want)
+    # a parameter the block closes over, through an outer backward
+    wr = w.clone().requires_grad_()
+    fu.checkpoint(lambda x: _block(wr, v, x), policy=_POLICIES[name])(x).backward()
+    tree_allclose(wr.grad, want[1][0])
+    # off the tape (vmap, jvp): the block runs as is, the policy is not needed
+    per_row = fu.vmap(block, in_axes=(None, None, 0))(w, v, x.unsqueeze(1))
+    tree_allclose(per_row, torch.stack([_block(w, v, r.unsqueeze(0)) for r in x]))
+    tangent = fu.jvp(lambda x: block(w, v, x), (x,), (torch.ones_like(x),))[1]
+    tree_allclose(tangent, fu.jvp(lambda x: _block(w, v, x), (x,), (torch.ones_like(x),))[1])
+
+
+def test_dots_policies_keep_the_products_instead_of_recomputing_them():
+    w, v, x = torch.randn(4, 5), torch.randn(1, 5, 3), torch.randn(2, 4)
+
+    def backward_ops(policy):
+        block = fu.checkpoint(_block, policy=policy)
+        leaves = [t.clone().requires_grad_() for t in (w, v, x)]
+        out = block(*leaves)
+        with _OpCount() as counts:
+            out.backward()
+        return counts
+
+    plain, dots = backward_ops(None), backward_ops(fu.checkpoint_policies.dots_saveable)
+    no_batch = backward_ops(fu.checkpoint_policies.dots_with_no_batch_dims_saveable)
+    # the backward pass itself takes 2 products per product; recomputation adds the forward one
+    assert (plain["mm"], plain["bmm"]) == (3, 3)
+    assert (dots["mm"], dots["bmm"]) == (2, 2)
+    assert (no_batch["mm"], no_batch["bmm"]) == (2, 3)
+    assert plain["tanh"] == dots["tanh"] == 1  # elementwise results are recomputed
+    everything = backward_ops(fu.checkpoint_policies.everything_saveable)
+    assert everything.get("tanh", 0) == 0 and everything["mm"] == 2
+
+
+def test_policy_and_name_errors():
+    with pytest.raises(TypeError, match=r"policy must be None, one of checkpoint_policies"):
+        fu.checkpoint(_block, policy="dots")
+    with pytest.raises(TypeError, match=r"save_only_these_names\(\*names\): names must be strings"):
+        fu.checkpoint_policies.save_only_these_names(1)
+    with pytest.raises(TypeError, match=r"checkpoint_name\(x, name\): name must be a string"):
+        fu.checkpoint_name(torch.ones(2), 3)
+    with pytest.raises(ValueError, match=r"static_argnames names \['y'\] which the function"):
+        fu.checkpoint(lambda x: x, static_argnames="y")
+    assert fu.checkpoint(lambda x, n: x * n, static_argnames="n")(torch.ones(2), 2.0).sum() == 4
+    tree = {"a": torch.ones(2), "b": 1}
+    assert fu.checkpoint_name(tree, "t") is tree
