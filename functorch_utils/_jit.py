@@ -328,10 +328,22 @@ class _Entry:
         self.compiles = 0
         self.eager = False
         opts = owner._compile_options
-        backend = _CountingBackend(
-            hooks.compile_backend(opts["backend"], opts["mode"], opts["options"], opts["dynamic"]),
-            self,
-        )
+        try:
+            real = hooks.compile_backend(
+                opts["backend"], opts["mode"], opts["options"], opts["dynamic"]
+            )
+        except hooks.dynamo_exception_types() as e:  # an unknown backend name
+            raise ValueError(
+                message(
+                    owner._call,
+                    "torch.compile does not know this backend",
+                    "a backend name from torch._dynamo.list_backends() (e.g. 'inductor', "
+                    "'aot_eager', 'eager') or a callable",
+                    f"backend={opts['backend']!r}",
+                    "Fix the name.",
+                )
+            ) from e
+        backend = _CountingBackend(real, self)
         self.compiled = torch.compile(
             _entry_function(owner._fun, fun_name(owner._fun)),
             fullgraph=opts["fullgraph"],
@@ -344,6 +356,7 @@ class _Entry:
 # jit
 
 
+_JAX_PLATFORMS = frozenset(["cpu", "gpu", "cuda", "rocm", "tpu", "metal"])
 _COMPILE_OPTIONS = ("fullgraph", "backend", "mode", "dynamic", "options")
 
 
@@ -527,6 +540,7 @@ def jit(
     options: dict[str, Any] | None = None,
     fallback: bool = False,
     cache_size: int = 64,
+    inline: bool = False,
 ) -> Any:
     """Compile ``fun`` with ``torch.compile``, as ``jax.jit``.
 
@@ -557,6 +571,8 @@ def jit(
         cache_size: At most this many cache entries (static values times argument structures, dtypes
             and ranks) are kept; the least recently used is evicted with a
             :class:`JitRecompileWarning`.
+        inline: Accepted for compatibility with JAX: a ``jit`` inside a jitted function is
+            always traced into the outer graph here.
 
     Returns:
         A :class:`Jitted` function with ``fun``'s signature.
@@ -586,6 +602,7 @@ def jit(
         options=options,
         fallback=fallback,
         cache_size=cache_size,
+        inline=inline,
     )
     if fun is None:
         return lambda f: jit(f, **given)
@@ -594,7 +611,7 @@ def jit(
     statics = _Statics(call, fun, static_argnums, static_argnames)
     donate = _int_tuple(fun, "donate_argnums", donate_argnums)
     check_argnames(call, "donate_argnames", donate_argnames)
-    for name in ("keep_unused", "fullgraph", "fallback"):
+    for name in ("keep_unused", "fullgraph", "fallback", "inline"):
         if not isinstance(given[name], bool):
             raise_type(call, f"{name} must be a bool", "True or False", describe(given[name]))
     if not isinstance(cache_size, int) or isinstance(cache_size, bool) or cache_size < 1:
@@ -604,6 +621,15 @@ def jit(
             call, "backend must be a backend name or a callable", "e.g. 'inductor'",
             describe(backend),
         )  # fmt: skip
+    if isinstance(backend, str) and backend.lower() in _JAX_PLATFORMS:
+        raise_value(
+            call,
+            f"backend={backend!r} names a JAX/XLA platform, but here backend is torch.compile's "
+            "backend and the arguments' device decides where the code runs",
+            "a torch.compile backend: 'inductor' (the default), 'aot_eager', 'eager' or a callable",
+            f"backend={backend!r}",
+            "Drop backend=..., and move the arguments to the device with .to(device).",
+        )
     if callable(backend) and (mode is not None or options):
         raise_value(
             call,

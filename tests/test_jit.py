@@ -541,3 +541,22 @@ def test_jit_of_keyed_random_numbers():
     assert fu.eval_shape(lambda k: random.normal(k, (4, 5)), key) == fu.ShapeDtypeStruct(
         (4, 5), torch.float32
     )
+
+
+def test_jax_platform_and_unknown_backends_are_clear_errors_and_inline_is_accepted():
+    x = torch.ones(2)
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "jit(<lambda>): backend='gpu' names a JAX/XLA platform, but here backend is "
+            "torch.compile's backend and the arguments' device decides where the code runs"
+        ),
+    ):
+        fu.jit(lambda x: x + 1, backend="gpu")
+    with pytest.raises(
+        ValueError, match=re.escape("jit(<lambda>): torch.compile does not know this backend")
+    ):
+        fu.jit(lambda x: x + 1, backend="no_such_backend")(x)
+    assert torch.equal(fu.jit(lambda x: x + 1, inline=True, backend="eager")(x), x + 1)
+    with pytest.raises(TypeError, match=r"inline must be a bool"):
+        fu.jit(lambda x: x, inline="yes")
