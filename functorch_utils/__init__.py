@@ -19,6 +19,7 @@ from ._collectives import pmax as pmax
 from ._collectives import pmean as pmean
 from ._collectives import pmin as pmin
 from ._collectives import psum as psum
+from ._custom import custom_gradient as custom_gradient
 from ._custom import custom_jvp as custom_jvp
 from ._custom import custom_vjp as custom_vjp
 from ._grad import grad as grad
@@ -66,6 +67,7 @@ __all__ = [
     # custom rules, gradient control, memory
     "custom_vjp",
     "custom_jvp",
+    "custom_gradient",
     "stop_gradient",
     "checkpoint",
     "checkpoint_name",

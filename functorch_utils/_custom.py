@@ -1080,3 +1080,65 @@ def _nested_forward_message(call: str) -> str:
         "Use reverse mode for the outer derivative: jacfwd(jacrev(f)), hessian(f), "
         "jvp(grad(f)) or grad(grad(f)) all work.",
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# custom_gradient
+
+
+def custom_gradient(fun: Callable[..., Any]) -> custom_vjp:
+    """A custom gradient from one function returning ``(value, vjp_rule)``: ``jax.custom_gradient``.
+
+    ``fun(*args)`` returns ``(out, rule)``, where ``rule(ct)`` gives the tuple of cotangents, one
+    per argument, and may close over values computed in ``fun`` (sharing work between the two
+    passes). The result is a :class:`custom_vjp` function: a plain call gives ``out``, and reverse
+    mode uses ``rule``. Forward mode is refused, as for every ``custom_vjp``.
+
+    Example:
+        >>> import torch
+        >>> from functorch_utils import custom_gradient, grad
+        >>> @custom_gradient
+        ... def f(x):
+        ...     return x ** 2, lambda g: (g * x,)
+        >>> f(torch.tensor(3.0)), grad(f)(torch.tensor(3.0))
+        (tensor(9.), tensor(3.))
+    """
+    check_callable("custom_gradient", fun)
+    name = fun_name(fun)
+
+    def pair(args: tuple[Any, ...]) -> tuple[Any, Callable[..., Any]]:
+        res = fun(*args)
+        if not (isinstance(res, (tuple, list)) and len(res) == 2 and callable(res[1])):
+            raise_type(
+                f"custom_gradient({name})",
+                "the function must return a pair (output, vjp_rule)",
+                "a tuple (out, rule) with rule(ct) returning one cotangent per argument",
+                describe(res),
+                "Return the output together with the function that maps its cotangent to the "
+                "arguments' cotangents.",
+            )
+        return res[0], res[1]
+
+    def primal(*args: Any) -> Any:
+        return pair(args)[0]
+
+    def fwd(*args: Any) -> tuple[Any, Any]:
+        out, rule = pair(args)
+        return out, _Rule(rule)
+
+    def bwd(rule: _Rule, ct: Any) -> Any:
+        return rule.fn(ct)
+
+    functools.update_wrapper(primal, fun)
+    wrapped = custom_vjp(primal)
+    wrapped.defvjp(fwd, bwd)
+    return wrapped
+
+
+class _Rule:
+    """custom_gradient's rule, carried as a residual (a leaf that is not a tensor)."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn

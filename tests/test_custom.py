@@ -871,3 +871,39 @@ def test_nondiff_argnames_errors_name_the_argument():
             custom(f, nondiff_argnames="mode")  # keyword-only: the rules take positions
         with pytest.raises(TypeError, match="nondiff_argnames must be a string or a sequence"):
             custom(f, nondiff_argnames=(1,))
+
+
+# ---------------------------------------------------------------------------------------------
+# custom_gradient
+
+
+def test_custom_gradient_uses_its_rule_everywhere_reverse_mode_runs():
+    @fu.custom_gradient
+    def f(x):
+        return x**2, lambda g: (g * x,)  # deliberately not 2x: the rule must be used
+
+    x = T(3.0)
+    tree_allclose(f(x), T(9.0))
+    tree_allclose(fu.grad(f)(x), T(3.0))
+    tree_allclose(fu.grad(fu.grad(f))(x), T(1.0))  # the rule is differentiated, as JAX
+    tree_allclose(fu.vmap(fu.grad(f))(torch.tensor([1.0, 2.0])), torch.tensor([1.0, 2.0]))
+    tree_allclose(fu.jacrev(f)(torch.tensor([1.0, 2.0])), torch.diag(torch.tensor([1.0, 2.0])))
+    tree_allclose(fu.jit(fu.grad(f), backend="eager")(x), T(3.0))
+    xr = x.clone().requires_grad_()
+    f(xr).backward()
+    tree_allclose(xr.grad, T(3.0))
+
+    @fu.custom_gradient
+    def h(x, y):
+        return x * y, lambda g: (g * y, g * x)
+
+    tree_allclose(fu.grad(h, argnums=(0, 1))(T(3.0), T(4.0)), (T(4.0), T(3.0)))
+
+
+def test_custom_gradient_errors():
+    with pytest.raises(TypeError, match=re.escape("custom_gradient(<lambda>): the function must")):
+        fu.grad(fu.custom_gradient(lambda x: x * 2))(T(1.0))
+    with pytest.raises(TypeError, match="no forward-mode rule"):
+        fu.jvp(fu.custom_gradient(lambda x: (x, lambda g: (g,))), (T(1.0),), (T(1.0),))
+    with pytest.raises(TypeError, match=r"custom_gradient"):
+        fu.custom_gradient(3)

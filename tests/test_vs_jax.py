@@ -227,3 +227,21 @@ def test_custom_rules_with_nondiff_argnames(kind):
         )
         want = jax.jvp(lambda x, y: theirs(x, 3.0, y), (x, y), (np.array(1.0), np.array(0.5)))
     close(got, want)
+
+
+def test_custom_gradient():
+    def make(lib, custom_gradient):
+        @custom_gradient
+        def f(x, y):
+            s = lib.sin(x)
+            return s * y, lambda g: (3.0 * g * y * lib.cos(x), g * s)
+
+        return f
+
+    ours, theirs = make(torch, fu.custom_gradient), make(jnp, jax.custom_gradient)
+    x, y = np.array(0.7), np.array(1.3)
+    close(
+        fu.grad(ours, argnums=(0, 1))(*_torch_args((x, y))),
+        jax.grad(theirs, argnums=(0, 1))(x, y),
+    )
+    close(fu.grad(fu.grad(ours))(*_torch_args((x, y))), jax.grad(jax.grad(theirs))(x, y))
