@@ -33,7 +33,10 @@ from ._jit import JitCompileError as JitCompileError
 from ._jit import JitFallbackWarning as JitFallbackWarning
 from ._jit import JitRecompileWarning as JitRecompileWarning
 from ._jit import ShapeDtypeStruct as ShapeDtypeStruct
+from ._jit import block_until_ready as block_until_ready
 from ._jit import cache_dir as cache_dir
+from ._jit import device_put as device_put
+from ._jit import disable_jit as disable_jit
 from ._jit import eval_shape as eval_shape
 from ._jit import jit as jit
 from ._jvp_vjp import jvp as jvp
@@ -75,6 +78,9 @@ __all__ = [
     "remat",
     # compilation and shapes
     "jit",
+    "disable_jit",
+    "block_until_ready",
+    "device_put",
     "eval_shape",
     "ShapeDtypeStruct",
     "JitCompileError",

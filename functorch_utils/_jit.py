@@ -21,6 +21,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from . import _pytree
@@ -37,6 +38,9 @@ __all__ = [
     "eval_shape",
     "ShapeDtypeStruct",
     "cache_dir",
+    "disable_jit",
+    "block_until_ready",
+    "device_put",
 ]
 
 logger = logging.getLogger("functorch_utils.jit")
@@ -392,7 +396,7 @@ class Jitted:
         # as part of the outer graph; under an active torch.func transform (vmap, jvp, jacfwd,
         # hessian...) torch cannot compile, so the function runs eagerly and the transform sees
         # through it, with the same values.
-        if hooks.is_compiling() or hooks.current_level() is not None:
+        if hooks.is_compiling() or _SWITCH.disabled or hooks.current_level() is not None:
             return self._fun(*args, **kwargs)
         if not kwargs and not self._statics.any:  # fast path: tensors only, no flatten
             classes = []
@@ -772,3 +776,101 @@ def eval_shape(fun: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return x
 
     return _pytree.tree_map(to_struct, out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Running: disable_jit, block_until_ready, device_put
+
+
+class _Switch(threading.local):
+    disabled = False
+
+
+_SWITCH = _Switch()
+
+
+@contextlib.contextmanager
+def disable_jit(disable: bool = True) -> Any:
+    """Run jitted functions as plain Python in this block (on this thread): ``jax.disable_jit``.
+
+    For debugging: prints, breakpoints and Python control flow on tensor values work inside a
+    function that is jitted elsewhere, and nothing is compiled. Plain ``torch.compile`` is not
+    affected.
+
+    Example:
+        >>> import torch
+        >>> import functorch_utils as fu
+        >>> @fu.jit
+        ... def f(x):
+        ...     return x.sin() if x.sum() > 0 else x.cos()  # a value-dependent branch
+        >>> with fu.disable_jit():
+        ...     f(torch.tensor([0.5]))
+        tensor([0.4794])
+    """
+    if not isinstance(disable, bool):
+        raise_type(
+            "disable_jit(disable)", "disable must be a bool", "True or False", describe(disable)
+        )
+    before = _SWITCH.disabled
+    _SWITCH.disabled = disable
+    try:
+        yield
+    finally:
+        _SWITCH.disabled = before
+
+
+def block_until_ready(x: Any) -> Any:
+    """Wait until the tensors of the pytree ``x`` are computed, and return ``x``:
+    ``jax.block_until_ready``.
+
+    CPU work in PyTorch is synchronous; on an accelerator (CUDA, ...) kernels run asynchronously,
+    and this synchronizes each device that holds a tensor of ``x`` (for honest timings).
+
+    Example:
+        >>> import torch
+        >>> import functorch_utils as fu
+        >>> fu.block_until_ready({"y": torch.ones(2)})
+        {'y': tensor([1., 1.])}
+    """
+    devices = {
+        leaf.device
+        for leaf in _pytree.flatten(x, call="block_until_ready(x)", root="x")[0]
+        if isinstance(leaf, torch.Tensor) and leaf.device.type not in ("cpu", "meta")
+    }
+    for device in devices:
+        hooks.synchronize(device)
+    return x
+
+
+def device_put(x: Any, device: Any = None) -> Any:
+    """``x`` (a pytree) with its arrays as tensors on ``device``: ``jax.device_put``.
+
+    Tensors move with ``.to(device)`` (no copy when already there); NumPy arrays and Python
+    numbers become tensors (``torch.as_tensor``, on ``device``). Other leaves are returned as
+    they are. ``device=None`` leaves tensors where they are.
+
+    Example:
+        >>> import numpy as np
+        >>> import functorch_utils as fu
+        >>> fu.device_put({"a": np.arange(3), "b": 2.5}, "cpu")
+        {'a': tensor([0, 1, 2]), 'b': tensor(2.5000)}
+    """
+    if device is not None and not isinstance(device, (str, int, torch.device)):
+        raise_type(
+            "device_put(x, device)",
+            "device must be a torch device",
+            "e.g. 'cuda:0', torch.device('cpu') or None",
+            describe(device),
+        )
+    target = None if device is None else torch.device(device)
+
+    def put(leaf: Any) -> Any:
+        if isinstance(leaf, torch.Tensor):
+            return leaf if target is None else leaf.to(target)
+        if isinstance(leaf, (np.ndarray, np.generic, int, float, complex)) and not isinstance(
+            leaf, bool
+        ):
+            return torch.as_tensor(leaf, device=target)
+        return leaf
+
+    return _pytree.tree_map(put, x)

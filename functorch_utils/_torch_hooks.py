@@ -549,3 +549,15 @@ def data_dependent_shape_reason(err: BaseException) -> str | None:
     ):
         return "a data-dependent operation"
     return None
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the kernels queued on ``device`` (an accelerator) to finish."""
+    accelerator = getattr(torch, "accelerator", None)
+    if accelerator is not None and hasattr(accelerator, "synchronize"):
+        accelerator.synchronize(device)
+        return
+    module = getattr(torch, device.type, None)  # pragma: no cover - depends on the torch version
+    if module is None or not hasattr(module, "synchronize"):
+        raise _missing(f"torch.{device.type}.synchronize")
+    module.synchronize(device)

@@ -560,3 +560,44 @@ def test_jax_platform_and_unknown_backends_are_clear_errors_and_inline_is_accept
     assert torch.equal(fu.jit(lambda x: x + 1, inline=True, backend="eager")(x), x + 1)
     with pytest.raises(TypeError, match=r"inline must be a bool"):
         fu.jit(lambda x: x, inline="yes")
+
+
+def test_disable_jit_runs_the_python_function_and_compiles_nothing():
+    seen = []
+
+    @fu.jit
+    def f(x):
+        seen.append(type(x))  # runs as Python each call under disable_jit
+        return x.sin() if x.sum() > 0 else x.cos()  # a value-dependent branch
+
+    x = torch.tensor([0.5])
+    with fu.disable_jit():
+        assert torch.equal(f(x), x.sin())
+        with fu.disable_jit(False):
+            assert fu.disable_jit is not None  # nesting restores the outer setting below
+        assert torch.equal(f(-x), (-x).cos())
+    assert f._cache_size() == 0 and len(seen) == 2
+    with pytest.raises(TypeError, match=r"disable_jit\(disable\): disable must be a bool"):
+        with fu.disable_jit("yes"):
+            pass
+
+
+def test_block_until_ready_and_device_put():
+    import numpy as np
+
+    tree = {"y": torch.ones(2), "n": 3}
+    assert fu.block_until_ready(tree) is tree
+    out = fu.device_put({"a": np.arange(3), "b": 2.5, "t": torch.ones(1), "s": "name"}, "cpu")
+    assert torch.equal(out["a"], torch.arange(3)) and out["b"].dtype == torch.float32
+    assert out["s"] == "name" and out["t"].device.type == "cpu"
+    same = torch.ones(2)
+    assert fu.device_put(same) is same
+    with pytest.raises(TypeError, match=r"device_put\(x, device\): device must be a torch device"):
+        fu.device_put(same, 3.5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_device_put_and_block_until_ready_on_cuda():
+    x = fu.device_put(torch.ones(3), "cuda")
+    assert x.device.type == "cuda"
+    assert fu.block_until_ready(x * 2).sum().item() == 6.0
