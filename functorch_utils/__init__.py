@@ -12,6 +12,7 @@ from . import flatten_util as flatten_util
 from . import lax as lax
 from . import nn as nn
 from . import random as random
+from . import tree as tree
 from . import tree_util as tree_util
 from ._collectives import all_gather as all_gather
 from ._collectives import axis_index as axis_index
@@ -101,5 +102,6 @@ __all__ = [
     "lax",
     "nn",
     "random",
+    "tree",
     "tree_util",
 ]

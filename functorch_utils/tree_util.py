@@ -140,15 +140,19 @@ def tree_map_with_path(
     tree: Any,
     /,
     *rest: Any,
-    is_leaf: Callable[[Any], bool] | None = None,
+    is_leaf: Callable[..., bool] | None = None,
+    is_leaf_takes_path: bool = False,
 ) -> Any:
     """Like :func:`tree_map`, with the key path (a tuple of keys) as ``f``'s first argument.
+
+    With ``is_leaf_takes_path=True``, ``is_leaf(path, node)`` is asked with each node's path.
 
     Example:
         >>> from functorch_utils.tree_util import tree_map_with_path, keystr
         >>> tree_map_with_path(lambda p, x: keystr(p), {"a": [1, 2]})
         {'a': ["['a'][0]", "['a'][1]"]}
     """
+    is_leaf = _by_path(_MAP_PATH, tree, is_leaf, is_leaf_takes_path)
     try:
         return _run(
             _MAP_PATH,
@@ -180,15 +184,21 @@ def tree_flatten(
 
 
 def tree_flatten_with_path(
-    tree: Any, /, is_leaf: Callable[[Any], bool] | None = None
+    tree: Any,
+    /,
+    is_leaf: Callable[..., bool] | None = None,
+    is_leaf_takes_path: bool = False,
 ) -> tuple[list[tuple[tuple[Any, ...], Any]], PyTreeSpec]:
     """Flatten ``tree`` into ``(key_path, leaf)`` pairs and a treedef.
+
+    With ``is_leaf_takes_path=True``, ``is_leaf(path, node)`` is asked with each node's path.
 
     Example:
         >>> from functorch_utils.tree_util import tree_flatten_with_path
         >>> tree_flatten_with_path({"a": (1, 2)})[0]
         [(('a', 0), 1), (('a', 1), 2)]
     """
+    is_leaf = _by_path("tree_flatten_with_path(tree)", tree, is_leaf, is_leaf_takes_path)
     paths, leaves, spec = _run(
         "tree_flatten_with_path(tree)",
         tree,
@@ -198,16 +208,49 @@ def tree_flatten_with_path(
 
 
 def tree_leaves_with_path(
-    tree: Any, /, is_leaf: Callable[[Any], bool] | None = None
+    tree: Any,
+    /,
+    is_leaf: Callable[..., bool] | None = None,
+    is_leaf_takes_path: bool = False,
 ) -> list[tuple[tuple[Any, ...], Any]]:
-    """The ``(key_path, leaf)`` pairs of ``tree``.
+    """The ``(key_path, leaf)`` pairs of ``tree`` (``is_leaf_takes_path`` as in
+    :func:`tree_flatten_with_path`).
 
     Example:
         >>> from functorch_utils.tree_util import tree_leaves_with_path
         >>> tree_leaves_with_path([1, {"x": 2}])
         [((0,), 1), ((1, 'x'), 2)]
     """
-    return tree_flatten_with_path(tree, is_leaf)[0]
+    return tree_flatten_with_path(tree, is_leaf, is_leaf_takes_path)[0]
+
+
+def _by_path(
+    call: str, tree: Any, is_leaf: Callable[..., bool] | None, takes_path: bool
+) -> Callable[[Any], bool] | None:
+    """``is_leaf(path, node)`` (JAX's ``is_leaf_takes_path=True``) as optree's ``is_leaf(node)``.
+
+    optree asks ``is_leaf`` with the node only, so the tree is walked once here, one level at a
+    time, and the nodes where ``is_leaf(path, node)`` holds are then recognised by identity.
+    """
+    if not isinstance(takes_path, bool):
+        raise_type(call, "is_leaf_takes_path must be a bool", "True or False", describe(takes_path))
+    if not takes_path or is_leaf is None:
+        return is_leaf
+    stops: set[int] = set()
+
+    def walk(node: Any, path: tuple[Any, ...]) -> None:
+        if is_leaf(path, node):
+            stops.add(id(node))
+            return
+        try:
+            level = optree.tree_flatten_one_level(node, **_KW)
+        except ValueError:  # a leaf
+            return
+        for child, entry in zip(level.children, level.entries):
+            walk(child, (*path, entry))
+
+    walk(tree, ())
+    return lambda node: id(node) in stops
 
 
 def tree_unflatten(treedef: PyTreeSpec, leaves: Iterable[Any], /) -> Any:

@@ -272,3 +272,29 @@ def test_ravel_pytree_unravel_dtypes():
         ),
     ):
         unravel(flat < 1.5)
+
+
+def test_tree_module_has_jaxs_short_names():
+    from functorch_utils import tree, tree_util
+
+    for name in tree.__all__:
+        assert getattr(tree, name) is getattr(tree_util, f"tree_{name}"), name
+    assert tree.map(lambda x, y: x + y, {"a": 1}, {"a": 2}) == {"a": 3}
+
+
+def test_is_leaf_takes_path():
+    from functorch_utils import tree_util as tu
+
+    t = {"a": [1, 2], "b": (3, {"c": 4})}
+    got = tu.tree_leaves_with_path(t, is_leaf=lambda p, x: p == ("a",), is_leaf_takes_path=True)
+    assert got == [(("a",), [1, 2]), (("b", 0), 3), (("b", 1, "c"), 4)]
+    out = tu.tree_map_with_path(
+        lambda p, x: len(p), t, is_leaf=lambda p, x: len(p) == 2, is_leaf_takes_path=True
+    )
+    assert out == {"a": [2, 2], "b": (2, 2)}
+    leaves, spec = tu.tree_flatten_with_path([1, [2, 3]], lambda p, x: p == (1,), True)
+    assert [leaf for _, leaf in leaves] == [1, [2, 3]] and spec.num_leaves == 2
+    # without the flag is_leaf gets the node only, as before
+    assert tu.tree_leaves_with_path(t, is_leaf=lambda x: isinstance(x, list))[0] == (("a",), [1, 2])
+    with pytest.raises(TypeError, match="is_leaf_takes_path must be a bool"):
+        tu.tree_leaves_with_path(t, is_leaf=lambda p, x: False, is_leaf_takes_path="yes")

@@ -245,3 +245,18 @@ def test_custom_gradient():
         jax.grad(theirs, argnums=(0, 1))(x, y),
     )
     close(fu.grad(fu.grad(ours))(*_torch_args((x, y))), jax.grad(jax.grad(theirs))(x, y))
+
+
+def test_tree_short_names_and_is_leaf_takes_path():
+    def raw(path):  # JAX's key objects as the plain keys functorch_utils uses
+        return tuple(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k))) for k in path)
+
+    t = {"a": [1, 2], "b": (3, {"c": 4}), "d": None}
+    for is_leaf in (lambda p, x: len(p) == 1, lambda p, x: isinstance(x, list)):
+        ours = fu.tree.leaves_with_path(t, is_leaf=is_leaf, is_leaf_takes_path=True)
+        theirs = jax.tree.leaves_with_path(
+            t, is_leaf=lambda p, x: is_leaf(raw(p), x), is_leaf_takes_path=True
+        )
+        assert ours == [(raw(p), x) for p, x in theirs]
+    assert fu.tree.map(lambda x: x * 2, t) == jax.tree.map(lambda x: x * 2, t)
+    assert fu.tree.leaves(t) == jax.tree.leaves(t)
