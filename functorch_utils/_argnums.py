@@ -6,9 +6,15 @@ import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ._errors import describe, raise_type
+from ._errors import describe, raise_type, raise_value
 
-__all__ = ["check_argnames", "check_argnums", "positional_params", "resolve_argnums"]
+__all__ = [
+    "check_argnames",
+    "check_argnums",
+    "check_names_taken",
+    "positional_params",
+    "resolve_argnums",
+]
 
 
 def check_argnums(
@@ -93,3 +99,21 @@ def positional_params(
     has_varargs = any(p.kind is kinds.VAR_POSITIONAL for p in sig.parameters.values())
     has_varkw = any(p.kind is kinds.VAR_KEYWORD for p in sig.parameters.values())
     return names, has_varargs, keywords, has_varkw
+
+
+def check_names_taken(
+    call: str, what: str, names: tuple[str, ...], params: tuple[list[str], bool, list[str], bool]
+) -> None:
+    """``names`` (``static_argnames``...) must be parameters, unless the function takes ``**kw``."""
+    positional, _, keywords, has_varkw = params
+    if has_varkw:
+        return
+    unknown = [a for a in names if a not in positional and a not in keywords]
+    if unknown:
+        raise_value(
+            call,
+            f"{what} names {unknown} which the function does not take",
+            f"names among its parameters {list(positional) + list(keywords)}",
+            f"{what}={names!r}",
+            f"Fix the names in {what}.",
+        )

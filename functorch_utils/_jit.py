@@ -26,7 +26,7 @@ import torch
 
 from . import _pytree
 from . import _torch_hooks as hooks
-from ._argnums import check_argnames, check_argnums, positional_params
+from ._argnums import check_argnames, check_argnums, check_names_taken, positional_params
 from ._errors import check_callable, describe, fun_name, message, raise_type, raise_value
 
 __all__ = [
@@ -159,7 +159,7 @@ class _Statics:
         self.argnames = check_argnames(call, "static_argnames", argnames)
         params = positional_params(fun)
         if params is not None:
-            names, has_varargs, keywords, has_varkw = params
+            names, has_varargs = params[0], params[1]
             if not has_varargs:
                 for k in self.argnums:
                     if not -len(names) <= k < len(names):
@@ -171,16 +171,7 @@ class _Statics:
                             f"static_argnums={k}",
                             "Fix static_argnums, or name the argument in static_argnames.",
                         )
-            if not has_varkw:
-                unknown = [a for a in self.argnames if a not in names and a not in keywords]
-                if unknown:
-                    raise_value(
-                        call,
-                        f"static_argnames names {unknown} which the function does not take",
-                        f"names among its parameters {list(names) + list(keywords)}",
-                        f"static_argnames={self.argnames!r}",
-                        "Fix the names in static_argnames.",
-                    )
+            check_names_taken(call, "static_argnames", self.argnames, params)
             if argnames is None:  # infer names from positions
                 self.argnames = tuple(
                     names[k] for k in self.argnums if -len(names) <= k < len(names)

@@ -39,7 +39,13 @@ from torch.overrides import TorchFunctionMode
 from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
 
 from . import _pytree, _torch_hooks
-from ._argnums import check_argnames, check_argnums, positional_params, resolve_argnums
+from ._argnums import (
+    check_argnames,
+    check_argnums,
+    check_names_taken,
+    positional_params,
+    resolve_argnums,
+)
 from ._errors import (
     check_bool,
     check_callable,
@@ -47,7 +53,6 @@ from ._errors import (
     fun_name,
     message,
     raise_type,
-    raise_value,
 )
 
 __all__ = ["checkpoint", "checkpoint_name", "checkpoint_policies", "remat", "stop_gradient"]
@@ -185,17 +190,8 @@ def _check_static_argnames(fun: Callable[..., Any], static_argnames: Any) -> Non
     call = f"checkpoint({fun_name(fun)}, static_argnames={static_argnames!r})"
     names = check_argnames(call, "static_argnames", static_argnames)
     params = positional_params(fun)
-    if names and params is not None and not params[3]:  # no **kwargs: the names must exist
-        known = params[0] + params[2]
-        unknown = [n for n in names if n not in known]
-        if unknown:
-            raise_value(
-                call,
-                f"static_argnames names {unknown} which the function does not take",
-                f"names among its parameters {known}",
-                f"static_argnames={names!r}",
-                "Fix the names in static_argnames.",
-            )
+    if names and params is not None:
+        check_names_taken(call, "static_argnames", names, params)
 
 
 def _on_tape() -> bool:
