@@ -30,6 +30,7 @@ from . import _prng, _torch_hooks
 from ._errors import describe, raise_type, raise_value
 from ._random import (
     Shape,
+    _any,
     _as_dtype,
     _check_any_key,
     _check_broadcast,
@@ -42,6 +43,7 @@ from ._random import (
     _normal,
     _param_dtype,
     _split,
+    _to_front,
     _uniform,
 )
 
@@ -63,6 +65,8 @@ __all__ = [
     "generalized_normal",
     "ball",
     "orthogonal",
+    "binomial",
+    "multinomial",
 ]
 
 
@@ -699,3 +703,282 @@ def orthogonal(
     d = torch.diagonal(r, dim1=-2, dim2=-1)
     x = q * torch.sgn(d).unsqueeze(-2)
     return x.mT if rows < cols else x
+
+
+# ---------------------------------------------------------------------------------------------
+# binomial and multinomial
+#
+# NOTE [binomial's loops]
+# JAX's binomial (after TensorFlow's) draws by inversion (a sum of geometric draws) where
+# ``count * q <= 10`` and by BTRS, Hormann's transformed rejection, elsewhere; both loops run on
+# the same key over the whole array, with placeholder parameters where the other method is
+# used, and the result is selected per element. As poisson's (NOTE [rejection loops] in
+# _random.py): the inversion loop leaves finished elements unchanged, so it runs all elements
+# (and all vmap members) together; BTRS keeps the *last* accepted draw, so each vmap member stops
+# updating when its own elements are accepted, as JAX's batched while loop does. Under jit and
+# eval_shape (``_torch_hooks.shapes_only``) both loops are one custom operator with a fake
+# implementation and a vmap rule.
+
+_STIRLING_TAIL = (
+    0.0810614667953272,
+    0.0413406959554092,
+    0.0276779256849983,
+    0.02079067210376509,
+    0.0166446911898211,
+    0.0138761288230707,
+    0.0118967099458917,
+    0.0104112652619720,
+    0.00925546218271273,
+    0.00833056343336287,
+)
+
+
+def _stirling_approx_tail(k: torch.Tensor) -> torch.Tensor:
+    """log(k!) minus its Stirling approximation: a table below 10, the series above."""
+    table = torch.tensor(_STIRLING_TAIL, dtype=k.dtype, device=k.device)
+    use_table = k <= 9
+    k = k.clamp(0.0, 9.0)
+    kp1sq = (k + 1) * (k + 1)
+    approx = (1.0 / 12 - (1.0 / 360 - 1.0 / 1260 / kp1sq) / kp1sq) / (k + 1)
+    index = torch.floor(k).nan_to_num(0.0).long()  # NaN only where the table is not used
+    return torch.where(use_table, table[index], approx)
+
+
+def _binomial_inversion(k: torch.Tensor, count: torch.Tensor, prob: torch.Tensor) -> torch.Tensor:
+    shape = tuple(prob.shape)
+    log1minusprob = torch.log1p(-prob)
+    num_geom = torch.zeros_like(prob)
+    geom_sum = torch.zeros_like(prob)
+    key = k
+    while _any(geom_sum <= count):
+        sub, key = _split(key, (2,)).unbind(-2)
+        num_geom = torch.where(geom_sum <= count, num_geom + 1, num_geom)
+        u = _uniform(sub, shape, prob.dtype)
+        geom_sum = geom_sum + torch.ceil(torch.log(u) / log1minusprob)
+    return num_geom - 1
+
+
+def _btrs(k: torch.Tensor, count: torch.Tensor, prob: torch.Tensor) -> torch.Tensor:
+    shape = tuple(prob.shape)
+    stddev = torch.sqrt(count * prob * (1 - prob))
+    b = 1.15 + 2.53 * stddev
+    a = -0.0873 + 0.0248 * b + 0.01 * prob
+    c = count * prob + 0.5
+    v_r = 0.92 - 4.2 / b
+    r = prob / (1 - prob)
+    alpha = (2.83 + 5.1 / b) * stddev
+    m = torch.floor((count + 1) * prob)
+    tail_m = _stirling_approx_tail(m) + _stirling_approx_tail(count - m)
+    k_out = torch.full_like(prob, -1.0)
+    accepted = torch.zeros(shape, dtype=torch.bool, device=prob.device)
+    key = k
+    while _any(~accepted):
+        running = (~accepted).any()  # per vmap member (NOTE [binomial's loops])
+        key, sk0, sk1 = _split(key, (3,)).unbind(-2)
+        u = _uniform(sk0, shape, prob.dtype) - 0.5
+        v = _uniform(sk1, shape, prob.dtype)
+        us = 0.5 - torch.abs(u)
+        accept1 = (us >= 0.07) & (v <= v_r)
+        kk = torch.floor((2 * a / us + b) * u + c)
+        reject = (kk < 0) | (kk > count)
+        v = torch.log(v * alpha / (a / (us * us) + b))
+        ub = (
+            (m + 0.5) * torch.log((m + 1) / (r * (count - m + 1)))
+            + (count + 1) * torch.log((count - m + 1) / (count - kk + 1))
+            + (kk + 0.5) * torch.log(r * (count - kk + 1) / (kk + 1))
+            + tail_m
+            - _stirling_approx_tail(kk)
+            - _stirling_approx_tail(count - kk)
+        )
+        accept = (accept1 | (~reject & (v <= ub))) & running
+        k_out = torch.where(accept, kk, k_out)
+        accepted = accepted | accept
+    return k_out
+
+
+def _binomial_loops(
+    k: torch.Tensor,
+    count_inv: torch.Tensor,
+    q: torch.Tensor,
+    count_btrs: torch.Tensor,
+    q_btrs: torch.Tensor,
+) -> torch.Tensor:
+    """Both methods' draws, stacked: ``[inversion, btrs]`` (NOTE [binomial's loops])."""
+    return torch.stack([_binomial_inversion(k, count_inv, q), _btrs(k, count_btrs, q_btrs)])
+
+
+@torch.library.custom_op("functorch_utils::binomial_loops", mutates_args=())
+def _binomial_op(
+    keys: torch.Tensor,
+    count_inv: torch.Tensor,
+    q: torch.Tensor,
+    count_btrs: torch.Tensor,
+    q_btrs: torch.Tensor,
+) -> torch.Tensor:
+    # keys: (*batch, 2), one key per vmap member; the others: (*batch, *shape)
+    nb = keys.dim() - 1
+    if nb == 0:
+        return _binomial_loops(keys, count_inv, q, count_btrs, q_btrs)
+    from ._vmap import vmap  # the eager vmap: each member's loops (NOTE [binomial's loops])
+
+    flat_k = keys.reshape(-1, keys.shape[-1])
+    rest = [x.reshape(flat_k.shape[0], *x.shape[nb:]) for x in (count_inv, q, count_btrs, q_btrs)]
+    out = vmap(_binomial_loops, out_axes=1)(flat_k, *rest)
+    return out.reshape(2, *q.shape)
+
+
+@_binomial_op.register_fake
+def _(
+    keys: torch.Tensor,
+    count_inv: torch.Tensor,
+    q: torch.Tensor,
+    count_btrs: torch.Tensor,
+    q_btrs: torch.Tensor,
+) -> torch.Tensor:
+    return q.new_empty((2, *q.shape))
+
+
+@_binomial_op.register_vmap
+def _(info: Any, in_dims: Any, keys: torch.Tensor, *params: torch.Tensor) -> Any:
+    b = info.batch_size
+    args = [_to_front(x, d, b) for x, d in zip((keys, *params), in_dims)]
+    return _binomial_op(*args), 1
+
+
+def _binomial(
+    k: torch.Tensor, count: torch.Tensor, prob: torch.Tensor, shape: tuple[int, ...]
+) -> torch.Tensor:
+    """JAX's ``_binomial`` in ``prob``'s dtype; ``count`` and ``prob`` broadcast to ``shape``."""
+    count = count.broadcast_to(shape)
+    prob = prob.broadcast_to(shape)
+    p_lt_half = prob < 0.5
+    q = torch.where(p_lt_half, prob, 1.0 - prob)
+    count_nan_or_neg = torch.isnan(count) | (count < 0.0)
+    count_inf = torch.isinf(count)
+    q_is_nan = torch.isnan(q)
+    q_l_0 = q < 0.0
+    q = torch.where(q_is_nan | q_l_0, torch.full_like(q, 0.01), q)
+    use_inversion = count_nan_or_neg | (count * q <= 10.0)
+    count = torch.floor(count)
+    count_inv = torch.where(use_inversion, count, torch.zeros_like(count))
+    # JAX's BTRS never accepts for n = inf and p in {0, 1} (its parameters are NaN: JAX's loop
+    # does not end); those elements come out inf below whatever BTRS draws, so they take the
+    # placeholder parameters too.
+    placeholder = use_inversion | (count_inf & (q == 0))
+    count_btrs = torch.where(placeholder, torch.full_like(count, 1e4), count)
+    q_btrs = torch.where(placeholder, torch.full_like(q, 0.5), q)
+    loops = _binomial_op if _torch_hooks.shapes_only() else _binomial_loops
+    inv, btrs = loops(k, count_inv, q, count_btrs, q_btrs).unbind(0)
+    samples = torch.where(use_inversion, inv, btrs)
+    invalid = q_l_0 | q_is_nan | count_nan_or_neg
+    samples = torch.where(invalid, torch.full_like(samples, math.nan), samples)
+    samples = torch.where(count_inf & ~invalid, torch.full_like(samples, math.inf), samples)
+    keep = p_lt_half | count_nan_or_neg | q_is_nan | count_inf
+    return torch.where(keep, samples, count - samples)
+
+
+def binomial(
+    key: torch.Tensor, n: Any, p: Any, shape: Shape | None = None, dtype: Any = None
+) -> torch.Tensor:
+    """Binomial(n, p) draws, as floats: ``jax.random.binomial``.
+
+    JAX's (and TensorFlow's) algorithm: inversion by geometric draws where ``n * min(p, 1-p)
+    <= 10``, Hormann's BTRS rejection sampler elsewhere, both in ``p``'s floating dtype. Values
+    equal JAX's except, rarely, where a rejection test lands within an ulp of its bound (torch's
+    ``log`` vs XLA's). ``n`` is floored; NaN or negative ``n`` and NaN or negative ``p`` give
+    NaN, infinite ``n`` gives inf, as JAX (also for ``p`` 0 or 1, where JAX's loop never ends). Under ``jit`` the loops are one custom operator (no
+    graph break). Not differentiable (JAX's is not either).
+
+    Args:
+        key: a single key.
+        n: the number of trials (a float, an int or a tensor).
+        p: the success probability in ``[0, 1]``.
+        shape: the output shape (default: the broadcast shape of ``n`` and ``p``).
+        dtype: a float dtype for the result (default: ``p``'s floating dtype, else the default
+            dtype).
+
+    Example:
+        >>> import torch
+        >>> from functorch_utils import random
+        >>> from functorch_utils._random_extra import binomial
+        >>> binomial(random.key(0), torch.tensor([5.0, 50.0, 1000.0]), 0.3)
+        tensor([  2.,  13., 281.])
+    """
+    call = "random.binomial(key, n, p, shape, dtype)"
+    k = _check_any_key(call, key)
+    pdt = _param_dtype(call, None, p)
+    dt = _param_dtype(call, dtype, p)
+    pt = _float_param(call, "p", p, pdt, k.device).detach()
+    nt = _float_param(call, "n", n, pdt, k.device).detach()
+    shape_t = _default_shape(call, shape, nt, pt)
+    return _binomial(k, nt, pt, shape_t).to(dt)
+
+
+def multinomial(
+    key: torch.Tensor,
+    n: Any,
+    p: Any,
+    *,
+    shape: Shape | None = None,
+    dtype: Any = None,
+    unroll: int | bool = 1,
+) -> torch.Tensor:
+    """Multinomial(n, p) counts, by successive binomial draws: ``jax.random.multinomial``.
+
+    For each outcome ``i`` in turn, ``binomial(remaining, p[i] / sum(p[i:]))`` with its own key
+    (``split(key, len(p))``), as JAX's scan.
+
+    Args:
+        key: a single key.
+        n: the number of trials; broadcasts to ``shape[:-1]``.
+        p: the outcome probabilities along the last axis.
+        shape: the result's shape *including* the outcome axis, as JAX's code uses it (default
+            ``p``'s shape); ``p`` broadcasts to it.
+        dtype: a float dtype (default: the floating dtype of ``n`` or ``p``, else the default
+            dtype).
+        unroll: accepted for JAX's signature (the loop here is a Python loop).
+
+    Returns:
+        Counts of ``shape``, summing to ``n`` along the last axis.
+
+    Example:
+        >>> import torch
+        >>> from functorch_utils import random
+        >>> from functorch_utils._random_extra import multinomial
+        >>> multinomial(random.key(0), 100.0, torch.tensor([0.2, 0.3, 0.5]))
+        tensor([14., 25., 61.])
+    """
+    call = "random.multinomial(key, n, p, shape, dtype, unroll)"
+    k = _check_any_key(call, key)
+    cdt = _param_dtype(call, None, p, n)
+    dt = _param_dtype(call, dtype, p, n)
+    pt = _float_param(call, "p", p, cdt, k.device).detach()
+    nt = _float_param(call, "n", n, cdt, k.device).detach()
+    if pt.ndim < 1:
+        raise_value(call, "p must have an outcome axis", "shape (..., k)", describe(pt))
+    if shape is None:
+        shape_t = tuple(pt.shape)
+    else:
+        shape_t = _prng.check_shape(call, shape)
+        if len(shape_t) < 1:
+            raise_value(
+                call,
+                "shape must include the outcome axis",
+                f"a shape ending in {pt.shape[-1]}",
+                repr(shape_t),
+            )
+        _check_broadcast(call, shape_t, pt)
+    _check_broadcast(call, shape_t[:-1], nt)
+    remainder = nt.broadcast_to(shape_t[:-1])
+    probs = torch.movedim(pt.broadcast_to(shape_t), -1, 0)
+    remaining = torch.flip(torch.cumsum(torch.flip(probs, (0,)), 0), (0,))
+    ratios = probs / torch.where(remaining == 0, torch.ones_like(remaining), remaining)
+    keys = _split(k, (shape_t[-1],))
+    counts = []
+    for i in range(shape_t[-1]):
+        ratio = ratios[i].clip(0, 1)
+        count = _binomial(keys[i], remainder, ratio, shape_t[:-1])
+        remainder = remainder - count
+        counts.append(count)
+    out = torch.stack(counts, -1) if counts else torch.zeros(shape_t, dtype=cdt, device=k.device)
+    return out.to(dt)

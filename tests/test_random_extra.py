@@ -164,6 +164,26 @@ _CASES = {
 }
 
 
+_BIN_N = np.array([0, 1, 5, 20, 50, 100, 1000, 1e5, 3.7, -1, np.nan, np.inf] * 10, np.float32)
+# (n = inf never meets p = 0 or 1 here: JAX's loop never ends for those; ours gives inf)
+_BIN_P = np.array([0.3, 0.7, 0.01, 0.5, 0.9, 0.0, 1.0, 0.05] * 15, np.float32)
+_MULTI_N = np.array([100.0, 1000.0], np.float32)
+_MULTI_P = np.array([[0.2, 0.3, 0.5], [0.1, 0.0, 0.9]], np.float32)
+# both methods (inversion for n * min(p, 1 - p) <= 10, BTRS above), p > 1/2, NaN, -1 and inf
+_CASES["binomial"] = (
+    lambda k: rx.binomial(k, torch.tensor(_BIN_N), torch.tensor(_BIN_P)),
+    lambda jr, k: jr.binomial(k, _BIN_N, _BIN_P),
+    "exact",
+    0.0,
+)
+_CASES["multinomial"] = (
+    lambda k: rx.multinomial(k, torch.tensor(_MULTI_N), torch.tensor(_MULTI_P)),
+    lambda jr, k: jr.multinomial(k, _MULTI_N, _MULTI_P),
+    "exact",
+    0.0,
+)
+
+
 @pytest.mark.parametrize("name", sorted(_CASES))
 def test_sampler_matches_jax(name):
     jr = _jax()
@@ -235,6 +255,8 @@ _SMALL = {
     "generalized_normal": lambda k: rx.generalized_normal(k, 3.0, (4,)),
     "ball": lambda k: rx.ball(k, 3, 1.0, (2,)),
     "orthogonal": lambda k: rx.orthogonal(k, 3, (2,)),
+    "binomial": lambda k: rx.binomial(k, torch.tensor([3.0, 30.0, 300.0]), 0.4),
+    "multinomial": lambda k: rx.multinomial(k, 40.0, torch.tensor([0.2, 0.3, 0.5])),
 }
 
 
@@ -275,6 +297,8 @@ _JIT_DEFAULT = [
     "f",
     "ball",
     "orthogonal",
+    "binomial",
+    "multinomial",
 ]
 
 
@@ -296,6 +320,18 @@ def test_jit_of_vmap_over_keys_runs_the_gamma_operator_per_member():
     df = torch.tensor(3.5)
     batched = fu.jit(vmap(lambda k, d: rx.t(k, d, (4,)), in_axes=(0, None)), backend="eager")
     assert _same(batched(keys, df), torch.stack([rx.t(k, df, (4,)) for k in keys]))
+
+
+def test_binomial_under_vmap_of_parameters_and_jit():
+    # a shared key, batched n: BTRS keeps each member's own last accepted draw, as JAX
+    h = lambda n: rx.binomial(random.key(3), n, 0.4, (5,))  # noqa: E731
+    ns = torch.tensor([2.0, 20.0, 200.0])
+    loop = torch.stack([h(n) for n in ns])
+    assert _same(vmap(h)(ns), loop)
+    assert _same(fu.jit(vmap(h), backend="eager")(ns), loop)
+    m = lambda k: rx.multinomial(k, 40.0, torch.tensor([0.2, 0.3, 0.5]))  # noqa: E731
+    keys = random.split(random.key(4), 3)
+    assert _same(fu.jit(vmap(m), backend="eager")(keys), torch.stack([m(k) for k in keys]))
 
 
 def test_gradients_of_reparameterised_samplers():
@@ -321,6 +357,8 @@ def test_eval_shape_runs_no_rejection_loop():
     assert tuple(out.shape) == (4, 2) and out.dtype == torch.float32
     out = fu.eval_shape(lambda k: rx.ball(k, 5, shape=(3,)), random.key(0))
     assert tuple(out.shape) == (3, 5)
+    out = fu.eval_shape(lambda k: rx.binomial(k, torch.tensor([5.0, 500.0]), 0.3), random.key(0))
+    assert tuple(out.shape) == (2,) and out.dtype == torch.float32
 
 
 # ---------------------------------------------------------------------------------------------
@@ -423,6 +461,28 @@ def test_t_f_and_discrete_samplers_moments_and_quantiles():
     r = rx.rademacher(k, (N,))
     assert set(r.unique().tolist()) == {-1, 1}
     assert abs(float(r.double().mean())) < 4 / math.sqrt(N)
+
+
+def test_binomial_and_multinomial_moments():
+    k = random.key(11)
+    for n, p in [(5.0, 0.3), (200.0, 0.3), (200.0, 0.8), (40.0, 0.5)]:  # inversion and BTRS
+        x = rx.binomial(k, n, p, (N,)).double()
+        assert float(x.min()) >= 0 and float(x.max()) <= n
+        assert torch.equal(x, torch.floor(x))
+        sd = math.sqrt(n * p * (1 - p))
+        assert abs(float(x.mean()) - n * p) < 4 * sd / math.sqrt(N), (n, p)
+        assert abs(float(x.std()) / sd - 1) < 0.04, (n, p)
+    probs = torch.tensor([0.1, 0.2, 0.3, 0.4])
+    c = rx.multinomial(k, 30.0, probs, shape=(N, 4)).double()
+    assert torch.equal(c.sum(-1), torch.full((N,), 30.0, dtype=torch.float64))
+    torch.testing.assert_close(
+        c.mean(0), 30 * probs.double(), atol=4 * math.sqrt(30 * 0.25 / N), rtol=0
+    )
+    edge = rx.binomial(k, torch.tensor([-1.0, math.nan, math.inf, 7.0]), torch.tensor(0.5))
+    assert edge[:2].isnan().all() and edge[2] == math.inf and 0 <= edge[3] <= 7
+    # n = inf with p = 0 or 1: inf (JAX's BTRS loop never ends there)
+    edge = rx.binomial(k, math.inf, torch.tensor([0.0, 1.0, 0.5]))
+    assert (edge == math.inf).all()
 
 
 @pytest.mark.parametrize("p", [1.0, 2.0, 4.0])
@@ -539,6 +599,25 @@ def test_errors_name_the_argument_and_the_fix():
         "(3,).",
     ):
         rx.double_sided_maxwell(k, torch.zeros(2), torch.ones(3))
+    with _raises(
+        ValueError,
+        "random.binomial(key, n, p, shape, dtype): dtype must be a floating dtype; expected "
+        "torch.float16, torch.bfloat16, torch.float32 or torch.float64, got torch.int32.",
+    ):
+        rx.binomial(k, 5.0, 0.5, dtype=torch.int32)
+    with _raises(
+        ValueError,
+        "random.multinomial(key, n, p, shape, dtype, unroll): p must have an outcome axis; "
+        "expected shape (..., k), got a tensor of dtype torch.float32 and shape ().",
+    ):
+        rx.multinomial(k, 5.0, 0.5)
+    with _raises(
+        ValueError,
+        "random.multinomial(key, n, p, shape, dtype, unroll): the parameter shapes do not "
+        "broadcast to the shape argument; expected parameters whose shapes broadcast to (2,), "
+        "got shapes [(3,)].",
+    ):
+        rx.multinomial(k, torch.ones(3), torch.ones(2, 4) / 4)
     with _raises(TypeError, "random.wald(key, mean, shape, dtype): key is not a PRNG key"):
         rx.wald(torch.tensor([0, 1]), 1.0)
     with _raises(
