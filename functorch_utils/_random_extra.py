@@ -13,9 +13,10 @@ reparameterisation, as JAX's.
 # NOTE [extra samplers' dtypes]
 # As the other samplers here (NOTE [JAX's default dtypes] in _random.py): float results default
 # to the floating dtype of a tensor parameter, else ``torch.get_default_dtype()``; integer results
-# (``rademacher``, ``geometric``) default to int32. ``rademacher``'s coin is a float uniform of the
-# default dtype compared with 0.5, as JAX's ``bernoulli(key, 0.5)`` is; ``geometric`` draws its
-# uniform in ``p``'s floating dtype, as JAX does.
+# (``rademacher``, ``geometric``) default to int32. ``rademacher``'s coin is a float uniform
+# compared with 0.5, as JAX's ``bernoulli(key, 0.5)`` is: float64 when the result is int64 or
+# float64 (the stream of JAX with ``jax_enable_x64``, as ``randint``'s int64), else the default
+# dtype. ``geometric`` and ``binomial`` draw their uniforms in ``p``'s floating dtype, as JAX.
 """
 
 from __future__ import annotations
@@ -87,8 +88,13 @@ def _fused(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
 
 
 def _coin_signs(k: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-    """JAX's ``rademacher``: ``2 * bernoulli(key, 0.5) - 1`` in ``dtype``."""
-    heads = _uniform(k, shape, torch.get_default_dtype()) < 0.5
+    """JAX's ``rademacher``: ``2 * bernoulli(key, 0.5) - 1`` in ``dtype``.
+
+    The coin is a uniform of JAX's default float: float64 for 64-bit results (JAX with
+    ``jax_enable_x64``), else the default dtype (NOTE [extra samplers' dtypes]).
+    """
+    coin = torch.float64 if dtype in (torch.int64, torch.float64) else torch.get_default_dtype()
+    heads = _uniform(k, shape, coin) < 0.5
     return (2 * heads.to(dtype) - 1).to(dtype)
 
 
@@ -131,7 +137,8 @@ def rademacher(key: torch.Tensor, shape: Shape = (), dtype: Any = None) -> torch
         key: a single key.
         shape: the output shape.
         dtype: the result's dtype: ``torch.int32`` by default (JAX's default mode), another
-            signed integer dtype, ``torch.uint8`` or a float dtype.
+            signed integer dtype, ``torch.uint8`` or a float dtype. ``torch.int64`` and
+            ``torch.float64`` give the numbers of JAX with ``jax_enable_x64`` (float64 coins).
 
     Returns:
         A tensor of ``shape`` whose entries are -1 or 1.

@@ -224,6 +224,34 @@ def test_integer_dtypes_and_float_signs_match_jax():
     )
 
 
+def test_64_bit_results_match_jax_x64():
+    # int64/float64 results are JAX's with jax_enable_x64: float64 coins and uniforms
+    jax, jr = pytest.importorskip("jax"), _jax()
+    import jax.numpy as jnp
+
+    k, jk = random.key(1), jr.PRNGKey(1)
+    with jax.enable_x64(True):
+        _assert_exact(rx.rademacher(k, (64,), torch.int64), jr.rademacher(jk, (64,), jnp.int64))
+        if THOROUGH:
+            p = torch.tensor(0.3, dtype=torch.float64)
+            _assert_exact(
+                rx.geometric(k, p, (500,), torch.int64), jr.geometric(jk, 0.3, (500,), jnp.int64)
+            )
+            n = torch.tensor([5.0, 50.0, 500.0], dtype=torch.float64)
+            _assert_exact(rx.binomial(k, n, p, (100, 3)), jr.binomial(jk, _np(n), 0.3, (100, 3)))
+            for ours, theirs, tol in [
+                (rx.cauchy(k, (500,), torch.float64), jr.cauchy(jk, (500,), jnp.float64), 4),
+                (
+                    rx.t(k, torch.tensor(5.0, dtype=torch.float64), (500,)),
+                    jr.t(jk, 5.0, (500,)),
+                    64,
+                ),
+            ]:
+                a, b = _np(ours), np.asarray(theirs)
+                assert a.dtype == b.dtype == np.float64
+                assert (np.abs(a - b) / np.spacing(np.abs(b))).max() <= tol
+
+
 def test_double_sided_maxwell_shape_rule_matches_jax():
     # JAX draws shape + params_shape, and params_shape twice when shape is ()
     jr = _jax()
