@@ -1,8 +1,10 @@
 """More of ``jax.random``'s samplers, on the keys and helpers of :mod:`._random`.
 
 Each sampler follows the algorithm of ``jax/_src/random/core.py`` (JAX 0.10, default 32-bit
-mode) on the same bits, so the same key, shape and dtype give JAX's numbers: bit for bit where
-JAX only draws bits and compares or scales uniforms (``rademacher``), within a few ulps where a
+mode) on the same bits, so the same key, shape and dtype give JAX's numbers: bit for bit for
+``rademacher``; equal in practice for ``geometric``, ``binomial`` and ``multinomial`` (integer
+results of float tests, which differ only if a value falls within an ulp of a bound); within a
+few ulps where a
 transcendental function (``log``, ``exp``, ``tan``, ``pow``, ``sqrt``, ``erfinv``) or a
 factorisation (``orthogonal``'s QR) is evaluated by torch instead of XLA. The samplers built on
 gamma draws (``t``, ``chisquare``, ``f``, ``generalized_normal``, ``ball``) go through
@@ -106,6 +108,7 @@ def _rademacher_dtype(call: str, dtype: Any) -> torch.dtype:
             "dtype must be a signed integer or floating dtype",
             "torch.int32 (the default), another signed integer dtype, uint8 or a float dtype",
             str(dt),
+            "Pass dtype=torch.int32, or a float dtype such as torch.float32 for float signs.",
         )
     return dt
 
@@ -120,6 +123,7 @@ def _check_index(call: str, name: str, value: Any) -> int:
             f"{name} must be a non-negative integer",
             "a Python int such as 3",
             describe(value),
+            f"Pass {name} as an int, e.g. {name}=3.",
         )
     return int(value)
 
@@ -437,6 +441,7 @@ def double_sided_maxwell(
             "loc and scale do not broadcast together",
             "parameters of broadcastable shapes",
             f"shapes {tuple(lt.shape)} and {tuple(st.shape)}",
+            "Give them shapes that broadcast, e.g. a scalar and a tensor.",
         )
     if not shape_t:
         shape_t = params_shape
@@ -703,6 +708,7 @@ def orthogonal(
             "dtype must be a float or complex dtype",
             "torch.float32, torch.float64, torch.complex64 or torch.complex128",
             str(dt),
+            "Pass a float dtype (complex dtypes give unitary matrices).",
         )
     shape_t = _prng.check_shape(call, shape)
     z = _normal(k, (*shape_t, max(rows, cols), min(rows, cols)), dt)
@@ -962,7 +968,13 @@ def multinomial(
     pt = _float_param(call, "p", p, cdt, k.device).detach()
     nt = _float_param(call, "n", n, cdt, k.device).detach()
     if pt.ndim < 1:
-        raise_value(call, "p must have an outcome axis", "shape (..., k)", describe(pt))
+        raise_value(
+            call,
+            "p must have an outcome axis",
+            "shape (..., k)",
+            describe(pt),
+            "Pass the probabilities of the k outcomes, e.g. torch.tensor([0.2, 0.8]).",
+        )
     if shape is None:
         shape_t = tuple(pt.shape)
     else:
@@ -973,6 +985,7 @@ def multinomial(
                 "shape must include the outcome axis",
                 f"a shape ending in {pt.shape[-1]}",
                 repr(shape_t),
+                "JAX's multinomial takes the full shape: append the number of outcomes.",
             )
         _check_broadcast(call, shape_t, pt)
     _check_broadcast(call, shape_t[:-1], nt)

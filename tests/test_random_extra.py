@@ -575,7 +575,8 @@ def test_errors_name_the_argument_and_the_fix():
         TypeError,
         "random.rademacher(key, shape, dtype): dtype must be a signed integer or floating "
         "dtype; expected torch.int32 (the default), another signed integer dtype, uint8 or a "
-        "float dtype, got torch.bool.",
+        "float dtype, got torch.bool. Pass dtype=torch.int32, or a float dtype such as "
+        "torch.float32 for float signs.",
     ):
         rx.rademacher(k, (2,), torch.bool)
     with _raises(
@@ -595,7 +596,7 @@ def test_errors_name_the_argument_and_the_fix():
     with _raises(
         TypeError,
         "random.ball(key, d, p, shape, dtype): d must be a non-negative integer; expected a "
-        "Python int such as 3, got float 3.0.",
+        "Python int such as 3, got float 3.0. Pass d as an int, e.g. d=3.",
     ):
         rx.ball(k, 3.0)
     with _raises(
@@ -608,14 +609,14 @@ def test_errors_name_the_argument_and_the_fix():
     with _raises(
         TypeError,
         "random.orthogonal(key, n, shape, dtype, m): m must be a non-negative integer; "
-        "expected a Python int such as 3, got int -1.",
+        "expected a Python int such as 3, got int -1. Pass m as an int, e.g. m=3.",
     ):
         rx.orthogonal(k, 3, m=-1)
     with _raises(
         ValueError,
         "random.orthogonal(key, n, shape, dtype, m): dtype must be a float or complex dtype; "
         "expected torch.float32, torch.float64, torch.complex64 or torch.complex128, got "
-        "torch.int64.",
+        "torch.int64. Pass a float dtype (complex dtypes give unitary matrices).",
     ):
         rx.orthogonal(k, 3, dtype=torch.int64)
     with _raises(TypeError, "random.f(key, dfnum, dfden, shape, dtype): dfden must be real"):
@@ -624,7 +625,7 @@ def test_errors_name_the_argument_and_the_fix():
         ValueError,
         "random.double_sided_maxwell(key, loc, scale, shape, dtype): loc and scale do not "
         "broadcast together; expected parameters of broadcastable shapes, got shapes (2,) and "
-        "(3,).",
+        "(3,). Give them shapes that broadcast, e.g. a scalar and a tensor.",
     ):
         rx.double_sided_maxwell(k, torch.zeros(2), torch.ones(3))
     with _raises(
@@ -636,7 +637,8 @@ def test_errors_name_the_argument_and_the_fix():
     with _raises(
         ValueError,
         "random.multinomial(key, n, p, shape, dtype, unroll): p must have an outcome axis; "
-        "expected shape (..., k), got a tensor of dtype torch.float32 and shape ().",
+        "expected shape (..., k), got a tensor of dtype torch.float32 and shape (). Pass the "
+        "probabilities of the k outcomes, e.g. torch.tensor([0.2, 0.8]).",
     ):
         rx.multinomial(k, 5.0, 0.5)
     with _raises(
