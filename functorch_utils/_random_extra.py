@@ -149,8 +149,7 @@ def rademacher(key: torch.Tensor, shape: Shape = (), dtype: Any = None) -> torch
 
     Example:
         >>> from functorch_utils import random
-        >>> from functorch_utils._random_extra import rademacher
-        >>> rademacher(random.key(0), (6,))
+        >>> random.rademacher(random.key(0), (6,))
         tensor([-1, -1,  1,  1, -1,  1], dtype=torch.int32)
     """
     call = "random.rademacher(key, shape, dtype)"
@@ -179,8 +178,7 @@ def geometric(
 
     Example:
         >>> from functorch_utils import random
-        >>> from functorch_utils._random_extra import geometric
-        >>> geometric(random.key(0), 0.3, (6,))
+        >>> random.geometric(random.key(0), 0.3, (6,))
         tensor([1, 1, 4, 3, 2, 6], dtype=torch.int32)
     """
     call = "random.geometric(key, p, shape, dtype)"
@@ -215,8 +213,7 @@ def cauchy(key: torch.Tensor, shape: Shape = (), dtype: Any = None) -> torch.Ten
 
     Example:
         >>> from functorch_utils import random
-        >>> from functorch_utils._random_extra import cauchy
-        >>> cauchy(random.key(0), (3,))
+        >>> random.cauchy(random.key(0), (3,))
         tensor([ 6.0275, 14.8379, -0.5817])
     """
     call = "random.cauchy(key, shape, dtype)"
@@ -239,8 +236,7 @@ def pareto(
 
     Example:
         >>> from functorch_utils import random
-        >>> from functorch_utils._random_extra import pareto
-        >>> pareto(random.key(0), 3.0, (3,))
+        >>> random.pareto(random.key(0), 3.0, (3,))
         tensor([2.6735, 3.6007, 1.1441])
     """
     call = "random.pareto(key, b, shape, dtype)"
@@ -269,8 +265,7 @@ def weibull_min(
 
     Example:
         >>> from functorch_utils import random
-        >>> from functorch_utils._random_extra import weibull_min
-        >>> weibull_min(random.key(0), 1.0, 2.0, (3,))
+        >>> random.weibull_min(random.key(0), 1.0, 2.0, (3,))
         tensor([1.7176, 1.9605, 0.6355])
     """
     call = "random.weibull_min(key, scale, concentration, shape, dtype)"
@@ -295,8 +290,7 @@ def rayleigh(
 
     Example:
         >>> from functorch_utils import random
-        >>> from functorch_utils._random_extra import rayleigh
-        >>> rayleigh(random.key(0), 1.0, (3,))
+        >>> random.rayleigh(random.key(0), 1.0, (3,))
         tensor([0.3279, 0.2081, 1.4844])
     """
     call = "random.rayleigh(key, scale, shape, dtype)"
@@ -328,8 +322,7 @@ def triangular(
 
     Example:
         >>> from functorch_utils import random
-        >>> from functorch_utils._random_extra import triangular
-        >>> triangular(random.key(0), 0.0, 0.5, 2.0, (3,))
+        >>> random.triangular(random.key(0), 0.0, 0.5, 2.0, (3,))
         tensor([1.6038, 1.7465, 0.5847])
     """
     call = "random.triangular(key, left, mode, right, shape, dtype)"
@@ -365,8 +358,7 @@ def lognormal(
 
     Example:
         >>> from functorch_utils import random
-        >>> from functorch_utils._random_extra import lognormal
-        >>> lognormal(random.key(0), 0.5, (3,))
+        >>> random.lognormal(random.key(0), 0.5, (3,))
         tensor([2.2509, 2.7528, 0.8051])
     """
     call = "random.lognormal(key, sigma, shape, dtype)"
@@ -390,8 +382,7 @@ def maxwell(key: torch.Tensor, shape: Shape = (), dtype: Any = None) -> torch.Te
 
     Example:
         >>> from functorch_utils import random
-        >>> from functorch_utils._random_extra import maxwell
-        >>> maxwell(random.key(0), (3,))
+        >>> random.maxwell(random.key(0), (3,))
         tensor([2.6311, 0.9910, 0.9649])
     """
     call = "random.maxwell(key, shape, dtype)"
@@ -423,8 +414,7 @@ def double_sided_maxwell(
 
     Example:
         >>> from functorch_utils import random
-        >>> from functorch_utils._random_extra import double_sided_maxwell
-        >>> double_sided_maxwell(random.key(0), 0.0, 1.0, (3,))
+        >>> random.double_sided_maxwell(random.key(0), 0.0, 1.0, (3,))
         tensor([ 1.5457,  1.5741, -2.0825])
     """
     call = "random.double_sided_maxwell(key, loc, scale, shape, dtype)"
@@ -467,8 +457,7 @@ def wald(
 
     Example:
         >>> from functorch_utils import random
-        >>> from functorch_utils._random_extra import wald
-        >>> wald(random.key(0), 1.0, (3,))
+        >>> random.wald(random.key(0), 1.0, (3,))
         tensor([0.3806, 0.4157, 0.4811])
     """
     call = "random.wald(key, mean, shape, dtype)"
@@ -509,8 +498,7 @@ def chisquare(
 
     Example:
         >>> from functorch_utils import random
-        >>> from functorch_utils._random_extra import chisquare
-        >>> chisquare(random.key(0), 3.0, (3,))
+        >>> random.chisquare(random.key(0), 3.0, (3,))
         tensor([2.2051, 2.4900, 1.4557])
     """
     call = "random.chisquare(key, df, shape, dtype)"
@@ -538,8 +526,7 @@ def t(key: torch.Tensor, df: Any, shape: Shape | None = None, dtype: Any = None)
 
     Example:
         >>> from functorch_utils import random
-        >>> from functorch_utils._random_extra import t
-        >>> t(random.key(0), 5.0, (3,))
+        >>> random.t(random.key(0), 5.0, (3,))
         tensor([ 0.7589, -2.0559, -1.2818])
     """
     call = "random.t(key, df, shape, dtype)"
@@ -568,8 +555,7 @@ def f(
 
     Example:
         >>> from functorch_utils import random
-        >>> from functorch_utils._random_extra import f
-        >>> f(random.key(0), 4.0, 6.0, (3,))
+        >>> random.f(random.key(0), 4.0, 6.0, (3,))
         tensor([2.3246, 0.3095, 0.2259])
     """
     call = "random.f(key, dfnum, dfden, shape, dtype)"
@@ -600,8 +586,7 @@ def generalized_normal(
 
     Example:
         >>> from functorch_utils import random
-        >>> from functorch_utils._random_extra import generalized_normal
-        >>> generalized_normal(random.key(0), 2.0, (3,))
+        >>> random.generalized_normal(random.key(0), 2.0, (3,))
         tensor([ 0.9543,  0.0902, -1.1525])
     """
     call = "random.generalized_normal(key, p, shape, dtype)"
@@ -640,8 +625,7 @@ def ball(
 
     Example:
         >>> from functorch_utils import random
-        >>> from functorch_utils._random_extra import ball
-        >>> ball(random.key(0), 3, shape=(2,))
+        >>> random.ball(random.key(0), 3, shape=(2,))
         tensor([[ 0.9172,  0.3927,  0.0117],
                 [-0.8614,  0.3168, -0.0629]])
     """
@@ -692,8 +676,7 @@ def orthogonal(
     Example:
         >>> import torch
         >>> from functorch_utils import random
-        >>> from functorch_utils._random_extra import orthogonal
-        >>> q = orthogonal(random.key(0), 3)
+        >>> q = random.orthogonal(random.key(0), 3)
         >>> torch.allclose(q @ q.T, torch.eye(3), atol=1e-6)
         True
     """
@@ -913,8 +896,7 @@ def binomial(
     Example:
         >>> import torch
         >>> from functorch_utils import random
-        >>> from functorch_utils._random_extra import binomial
-        >>> binomial(random.key(0), torch.tensor([5.0, 50.0, 1000.0]), 0.3)
+        >>> random.binomial(random.key(0), torch.tensor([5.0, 50.0, 1000.0]), 0.3)
         tensor([  2.,  13., 281.])
     """
     call = "random.binomial(key, n, p, shape, dtype)"
@@ -957,8 +939,7 @@ def multinomial(
     Example:
         >>> import torch
         >>> from functorch_utils import random
-        >>> from functorch_utils._random_extra import multinomial
-        >>> multinomial(random.key(0), 100.0, torch.tensor([0.2, 0.3, 0.5]))
+        >>> random.multinomial(random.key(0), 100.0, torch.tensor([0.2, 0.3, 0.5]))
         tensor([14., 25., 61.])
     """
     call = "random.multinomial(key, n, p, shape, dtype, unroll)"

@@ -45,6 +45,25 @@ from ._random import split as split
 from ._random import truncated_normal as truncated_normal
 from ._random import uniform as uniform
 from ._random import wrap_key_data as wrap_key_data
+from ._random_extra import ball as ball
+from ._random_extra import binomial as binomial
+from ._random_extra import cauchy as cauchy
+from ._random_extra import chisquare as chisquare
+from ._random_extra import double_sided_maxwell as double_sided_maxwell
+from ._random_extra import f as f
+from ._random_extra import generalized_normal as generalized_normal
+from ._random_extra import geometric as geometric
+from ._random_extra import lognormal as lognormal
+from ._random_extra import maxwell as maxwell
+from ._random_extra import multinomial as multinomial
+from ._random_extra import orthogonal as orthogonal
+from ._random_extra import pareto as pareto
+from ._random_extra import rademacher as rademacher
+from ._random_extra import rayleigh as rayleigh
+from ._random_extra import t as t
+from ._random_extra import triangular as triangular
+from ._random_extra import wald as wald
+from ._random_extra import weibull_min as weibull_min
 
 __all__ = [
     # keys
@@ -72,10 +91,29 @@ __all__ = [
     "loggamma",
     "beta",
     "dirichlet",
+    "cauchy",
+    "lognormal",
+    "chisquare",
+    "t",
+    "f",
+    "pareto",
+    "weibull_min",
+    "rayleigh",
+    "maxwell",
+    "double_sided_maxwell",
+    "wald",
+    "triangular",
+    "generalized_normal",
+    "ball",
+    "orthogonal",
     # discrete distributions
     "bernoulli",
     "categorical",
     "poisson",
     "permutation",
     "choice",
+    "rademacher",
+    "geometric",
+    "binomial",
+    "multinomial",
 ]

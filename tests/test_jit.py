@@ -577,9 +577,11 @@ def test_disable_jit_runs_the_python_function_and_compiles_nothing():
             assert fu.disable_jit is not None  # nesting restores the outer setting below
         assert torch.equal(f(-x), (-x).cos())
     assert f._cache_size() == 0 and len(seen) == 2
-    with pytest.raises(TypeError, match=r"disable_jit\(disable\): disable must be a bool"):
-        with fu.disable_jit("yes"):
-            pass
+    with (
+        pytest.raises(TypeError, match=r"disable_jit\(disable\): disable must be a bool"),
+        fu.disable_jit("yes"),
+    ):
+        pass
 
 
 def test_block_until_ready_and_device_put():

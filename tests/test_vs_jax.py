@@ -255,7 +255,7 @@ def test_tree_short_names_and_is_leaf_takes_path():
     for is_leaf in (lambda p, x: len(p) == 1, lambda p, x: isinstance(x, list)):
         ours = fu.tree.leaves_with_path(t, is_leaf=is_leaf, is_leaf_takes_path=True)
         theirs = jax.tree.leaves_with_path(
-            t, is_leaf=lambda p, x: is_leaf(raw(p), x), is_leaf_takes_path=True
+            t, is_leaf=lambda p, x, is_leaf=is_leaf: is_leaf(raw(p), x), is_leaf_takes_path=True
         )
         assert ours == [(raw(p), x) for p, x in theirs]
     assert fu.tree.map(lambda x: x * 2, t) == jax.tree.map(lambda x: x * 2, t)
