@@ -1384,14 +1384,14 @@ def _param_dtype(call: str, dtype: Any, *params: Any) -> torch.dtype:
     return _float_dtype(call, dtype)
 
 
-def _gamma_args(
-    call: str, key: Any, a: Any, shape: Any, dtype: Any
-) -> tuple[torch.Tensor, torch.Tensor, tuple[int, ...]]:
+def _one_param_args(
+    call: str, key: Any, name: str, value: Any, shape: Any, dtype: Any
+) -> tuple[torch.Tensor, torch.dtype, torch.Tensor, tuple[int, ...]]:
+    """A sampler's key, dtype, one float parameter and output shape (default: the parameter's)."""
     k = _check_any_key(call, key)
-    dt = _param_dtype(call, dtype, a)
-    at = _float_param(call, "a", a, dt, k.device)
-    shape_t = _default_shape(call, shape, at)
-    return k, at, shape_t
+    dt = _param_dtype(call, dtype, value)
+    vt = _float_param(call, name, value, dt, k.device)
+    return k, dt, vt, _default_shape(call, shape, vt)
 
 
 def gamma(key: torch.Tensor, a: Any, shape: Shape | None = None, dtype: Any = None) -> torch.Tensor:
@@ -1417,7 +1417,9 @@ def gamma(key: torch.Tensor, a: Any, shape: Shape | None = None, dtype: Any = No
         >>> grad(lambda a: random.gamma(k, a).sum())(torch.tensor([0.5, 2.0]))
         tensor([1.7750, 1.0179])
     """
-    k, at, shape_t = _gamma_args("random.gamma(key, a, shape, dtype)", key, a, shape, dtype)
+    k, _, at, shape_t = _one_param_args(
+        "random.gamma(key, a, shape, dtype)", key, "a", a, shape, dtype
+    )
     return _gamma(k, at, shape_t, log_space=False)
 
 
@@ -1432,7 +1434,9 @@ def loggamma(
         >>> random.loggamma(random.key(0), torch.tensor([0.5, 2.0]))
         tensor([-0.1227,  0.5653])
     """
-    k, at, shape_t = _gamma_args("random.loggamma(key, a, shape, dtype)", key, a, shape, dtype)
+    k, _, at, shape_t = _one_param_args(
+        "random.loggamma(key, a, shape, dtype)", key, "a", a, shape, dtype
+    )
     return _gamma(k, at, shape_t, log_space=True)
 
 

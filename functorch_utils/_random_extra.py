@@ -44,6 +44,7 @@ from ._random import (
     _gamma,
     _int_dtype,
     _normal,
+    _one_param_args,
     _param_dtype,
     _split,
     _to_front,
@@ -240,10 +241,7 @@ def pareto(
         tensor([2.6735, 3.6007, 1.1441])
     """
     call = "random.pareto(key, b, shape, dtype)"
-    k = _check_any_key(call, key)
-    dt = _param_dtype(call, dtype, b)
-    bt = _float_param(call, "b", b, dt, k.device)
-    shape_t = _default_shape(call, shape, bt)
+    k, dt, bt, shape_t = _one_param_args(call, key, "b", b, shape, dtype)
     e = -torch.log1p(-_uniform(k, shape_t, dt))
     return torch.exp(e / bt)
 
@@ -294,10 +292,7 @@ def rayleigh(
         tensor([0.3279, 0.2081, 1.4844])
     """
     call = "random.rayleigh(key, scale, shape, dtype)"
-    k = _check_any_key(call, key)
-    dt = _param_dtype(call, dtype, scale)
-    st = _float_param(call, "scale", scale, dt, k.device)
-    shape_t = _default_shape(call, shape, st)
+    k, dt, st, shape_t = _one_param_args(call, key, "scale", scale, shape, dtype)
     u = _uniform(k, shape_t, dt)
     return st.broadcast_to(shape_t) * torch.sqrt(torch.log(u) * _const(-2.0, u))
 
@@ -461,10 +456,7 @@ def wald(
         tensor([0.3806, 0.4157, 0.4811])
     """
     call = "random.wald(key, mean, shape, dtype)"
-    k = _check_any_key(call, key)
-    dt = _param_dtype(call, dtype, mean)
-    mt = _float_param(call, "mean", mean, dt, k.device)
-    shape_t = _default_shape(call, shape, mt)
+    k, dt, mt, shape_t = _one_param_args(call, key, "mean", mean, shape, dtype)
     k1, k2 = _split(k, (2,)).unbind(-2)
     mt = mt.broadcast_to(shape_t)
     v = _normal(k1, shape_t, dt)
@@ -502,10 +494,7 @@ def chisquare(
         tensor([2.2051, 2.4900, 1.4557])
     """
     call = "random.chisquare(key, df, shape, dtype)"
-    k = _check_any_key(call, key)
-    dt = _param_dtype(call, dtype, df)
-    dft = _float_param(call, "df", df, dt, k.device)
-    shape_t = _default_shape(call, shape, dft)
+    k, _, dft, shape_t = _one_param_args(call, key, "df", df, shape, dtype)
     return _chisquare(k, dft, shape_t)
 
 
@@ -530,10 +519,7 @@ def t(key: torch.Tensor, df: Any, shape: Shape | None = None, dtype: Any = None)
         tensor([ 0.7589, -2.0559, -1.2818])
     """
     call = "random.t(key, df, shape, dtype)"
-    k = _check_any_key(call, key)
-    dt = _param_dtype(call, dtype, df)
-    dft = _float_param(call, "df", df, dt, k.device)
-    shape_t = _default_shape(call, shape, dft)
+    k, dt, dft, shape_t = _one_param_args(call, key, "df", df, shape, dtype)
     key_n, key_g = _split(k, (2,)).unbind(-2)
     n = _normal(key_n, shape_t, dt)
     half_df = dft / _const(2.0, dft)
