@@ -7,6 +7,7 @@ import dataclasses
 from typing import Any
 
 import optree
+import pytest
 import torch
 
 from functorch_utils import tree_util
@@ -62,3 +63,19 @@ class LegacySquare(torch.autograd.Function):
     def backward(ctx, g):
         (x,) = ctx.saved_tensors
         return 2 * x * g
+
+
+@pytest.fixture
+def jax_32bit_mode():
+    """JAX's default 32-bit mode, whatever another test file switched on globally (x64).
+
+    Random's differential tests compare float32 streams; a module uses it as
+    ``pytestmark = pytest.mark.usefixtures("jax_32bit_mode")`` after importing it.
+    """
+    try:
+        import jax
+    except ImportError:
+        yield
+        return
+    with jax.enable_x64(False):
+        yield

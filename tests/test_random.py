@@ -17,24 +17,16 @@ import torch
 
 from functorch_utils import grad, jvp, random, testing, tree_util, vmap
 
+from .helpers import jax_32bit_mode  # noqa: F401 (the fixture, used by pytestmark)
+
+pytestmark = pytest.mark.usefixtures("jax_32bit_mode")
+
 # JAX compiles every sampler, shape and dtype anew (the gamma family ~5 s each): the default run
 # compares one representative call per sampler; FUNCTORCH_UTILS_PROFILE=thorough adds more seeds,
 # shapes and float64 variants.
 THOROUGH = os.environ.get("FUNCTORCH_UTILS_PROFILE") == "thorough"
 SEEDS = [0, 1, 42, 2**31 + 5] if THOROUGH else [0, 2**31 + 5]
 thorough = pytest.mark.skipif(not THOROUGH, reason="FUNCTORCH_UTILS_PROFILE=thorough")
-
-
-@pytest.fixture(autouse=True)
-def _jax_default_precision():
-    """JAX's default 32-bit mode, whatever other test files switched on globally before."""
-    try:
-        import jax
-    except ImportError:
-        yield
-        return
-    with jax.enable_x64(False):
-        yield
 
 
 def _np(x: torch.Tensor) -> np.ndarray:

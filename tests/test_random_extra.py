@@ -21,24 +21,16 @@ import functorch_utils as fu
 from functorch_utils import _random_extra as rx
 from functorch_utils import grad, random, vmap
 
+from .helpers import jax_32bit_mode  # noqa: F401 (the fixture, used by pytestmark)
+
+pytestmark = pytest.mark.usefixtures("jax_32bit_mode")
+
 SEEDS = [0, 2**31 + 5]
 N = 20000
 # Tracing every sampler for jit takes ~10 s; the default run compiles one sampler per building
 # block (bits, uniform, normal, the gamma operator, pow/sum, QR), FUNCTORCH_UTILS_PROFILE=thorough
 # all of them.
 THOROUGH = os.environ.get("FUNCTORCH_UTILS_PROFILE") == "thorough"
-
-
-@pytest.fixture(autouse=True)
-def _jax_32bit_mode():
-    """JAX's default 32-bit mode, whatever another test file switched on globally."""
-    try:
-        import jax
-    except ImportError:
-        yield
-        return
-    with jax.enable_x64(False):
-        yield
 
 
 def _jax():
