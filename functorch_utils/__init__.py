@@ -40,6 +40,8 @@ from ._jit import device_put as device_put
 from ._jit import disable_jit as disable_jit
 from ._jit import eval_shape as eval_shape
 from ._jit import jit as jit
+from ._jit import named_call as named_call
+from ._jit import named_scope as named_scope
 from ._jvp_vjp import jvp as jvp
 from ._jvp_vjp import linear_transpose as linear_transpose
 from ._jvp_vjp import linearize as linearize
@@ -82,6 +84,8 @@ __all__ = [
     "disable_jit",
     "block_until_ready",
     "device_put",
+    "named_scope",
+    "named_call",
     "eval_shape",
     "ShapeDtypeStruct",
     "JitCompileError",

@@ -41,6 +41,8 @@ __all__ = [
     "disable_jit",
     "block_until_ready",
     "device_put",
+    "named_scope",
+    "named_call",
 ]
 
 logger = logging.getLogger("functorch_utils.jit")
@@ -865,3 +867,61 @@ def device_put(x: Any, device: Any = None) -> Any:
         return leaf
 
     return _pytree.tree_map(put, x)
+
+
+class named_scope:
+    """A context naming the operations inside it for the profiler: ``jax.named_scope``.
+
+    Eagerly it is ``torch.profiler.record_function(name)`` (the name shows in
+    ``torch.profiler`` traces); while ``torch.compile`` traces (``jit``) it does nothing, since
+    dynamo drops profiler ranges anyway.
+
+    Example:
+        >>> import torch
+        >>> import functorch_utils as fu
+        >>> with fu.named_scope("attention"):
+        ...     y = torch.ones(2) * 2
+        >>> y
+        tensor([2., 2.])
+    """
+
+    __slots__ = ("_name", "_range")
+
+    def __init__(self, name: str) -> None:
+        if not isinstance(name, str):
+            raise_type("named_scope(name)", "name must be a string", "e.g. 'block'", describe(name))
+        self._name = name
+        self._range: Any = None
+
+    def __enter__(self) -> None:
+        if not hooks.is_compiling():
+            self._range = torch.profiler.record_function(self._name)
+            self._range.__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._range is not None:
+            self._range.__exit__(*exc)
+            self._range = None
+
+
+def named_call(fun: Callable[..., Any], *, name: str | None = None) -> Callable[..., Any]:
+    """``fun`` with its calls in a :class:`named_scope` (its name by default): ``jax.named_call``.
+
+    Example:
+        >>> import torch
+        >>> import functorch_utils as fu
+        >>> layer = fu.named_call(lambda x: x * 2, name="double")
+        >>> layer(torch.ones(2))
+        tensor([2., 2.])
+    """
+    check_callable("named_call", fun)
+    scope = name if name is not None else fun_name(fun)
+    if not isinstance(scope, str):
+        raise_type("named_call(fun, name)", "name must be a string", "e.g. 'block'", describe(name))
+
+    @functools.wraps(fun)
+    def named(*args: Any, **kwargs: Any) -> Any:
+        with named_scope(scope):
+            return fun(*args, **kwargs)
+
+    return named

@@ -603,3 +603,24 @@ def test_device_put_and_block_until_ready_on_cuda():
     x = fu.device_put(torch.ones(3), "cuda")
     assert x.device.type == "cuda"
     assert fu.block_until_ready(x * 2).sum().item() == 6.0
+
+
+def test_named_scope_and_named_call_are_profiler_ranges_and_trace_under_jit():
+    def f(x):
+        with fu.named_scope("block"):
+            return x.sin() * 2
+
+    double = fu.named_call(lambda x: x * 2, name="double")
+    x = torch.ones(2)
+    with torch.profiler.profile() as prof:
+        f(x)
+        double(x)
+        fu.named_call(f)(x)  # the function's own name by default
+    names = {e.name for e in prof.events()}
+    assert {"block", "double", "f"} <= names
+    assert torch.equal(fu.jit(f, backend="eager")(x), f(x))  # fullgraph: no break
+    assert torch.equal(fu.jit(double, backend="eager")(x), x * 2)
+    with pytest.raises(TypeError, match=r"named_scope\(name\): name must be a string"):
+        fu.named_scope(3)
+    with pytest.raises(TypeError, match=r"named_call\(fun, name\): name must be a string"):
+        fu.named_call(f, name=3)
