@@ -12,6 +12,7 @@ __all__ = [
     "check_argnames",
     "check_argnums",
     "check_names_taken",
+    "optional_argnums",
     "positional_params",
     "resolve_argnums",
 ]
@@ -39,6 +40,13 @@ def check_argnums(
         if what == "argnums"
         else f"Name the positional arguments for {what} by their index.",
     )
+
+
+def optional_argnums(api: str, name: str, value: Any, *, what: str) -> tuple[int, ...]:
+    """``check_argnums`` for an option that may name no argument: None, ``()`` or ``[]``."""
+    if value is None or (isinstance(value, (tuple, list)) and not value):
+        return ()
+    return check_argnums(api, name, value, what=what)[0]
 
 
 def resolve_argnums(

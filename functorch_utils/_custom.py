@@ -16,7 +16,7 @@ import torch.func
 
 from . import _pytree
 from . import _torch_hooks as hooks
-from ._argnums import check_argnames, check_argnums, positional_params, resolve_argnums
+from ._argnums import check_argnames, optional_argnums, positional_params, resolve_argnums
 from ._engine import conj_if_complex
 from ._errors import check_callable, describe, fun_name, message, raise_type, raise_value
 
@@ -193,9 +193,7 @@ def _normalize_nondiff(
 ) -> tuple[int, ...]:
     """The positions of the non-differentiated arguments: ``nondiff_argnums`` and, as JAX,
     the positions of the parameters named in ``nondiff_argnames``."""
-    nums: tuple[int, ...] = ()
-    if not (isinstance(nondiff_argnums, (tuple, list)) and not nondiff_argnums):
-        nums = check_argnums(api, fun_name(fun), nondiff_argnums, what="nondiff_argnums")[0]
+    nums = optional_argnums(api, fun_name(fun), nondiff_argnums, what="nondiff_argnums")
     call = f"{api}({fun_name(fun)}, nondiff_argnames={nondiff_argnames!r})"
     names = check_argnames(call, "nondiff_argnames", nondiff_argnames)
     if not names:

@@ -26,7 +26,7 @@ import torch
 
 from . import _pytree
 from . import _torch_hooks as hooks
-from ._argnums import check_argnames, check_argnums, check_names_taken, positional_params
+from ._argnums import check_argnames, check_names_taken, optional_argnums, positional_params
 from ._errors import check_callable, describe, fun_name, message, raise_type, raise_value
 
 __all__ = [
@@ -157,7 +157,7 @@ class _Statics:
     """
 
     def __init__(self, call: str, fun: Callable[..., Any], argnums: Any, argnames: Any) -> None:
-        self.argnums = _int_tuple(fun, "static_argnums", argnums)
+        self.argnums = optional_argnums("jit", fun_name(fun), argnums, what="static_argnums")
         self.argnames = check_argnames(call, "static_argnames", argnames)
         params = positional_params(fun)
         if params is not None:
@@ -215,13 +215,6 @@ class _Statics:
                     ) from None
             raise
         return key, s_args, s_kw, d_args, d_kw
-
-
-def _int_tuple(fun: Callable[..., Any], what: str, value: Any) -> tuple[int, ...]:
-    """Positions for ``what`` through the package's one argnums normaliser; None or () is none."""
-    if value is None or (isinstance(value, (tuple, list)) and not value):
-        return ()
-    return check_argnums("jit", fun_name(fun), value, what=what)[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -606,7 +599,7 @@ def jit(
     check_callable("jit", fun)
     call = f"jit({fun_name(fun)})"
     statics = _Statics(call, fun, static_argnums, static_argnames)
-    donate = _int_tuple(fun, "donate_argnums", donate_argnums)
+    donate = optional_argnums("jit", fun_name(fun), donate_argnums, what="donate_argnums")
     check_argnames(call, "donate_argnames", donate_argnames)
     for name in ("keep_unused", "fullgraph", "fallback", "inline"):
         if not isinstance(given[name], bool):

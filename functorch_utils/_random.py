@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -1578,17 +1578,26 @@ def _poisson_draw(k: torch.Tensor, lt: torch.Tensor) -> torch.Tensor:
     return torch.where(lt == 0, torch.zeros_like(out), out)
 
 
-@torch.library.custom_op("functorch_utils::poisson", mutates_args=())
-def _poisson_op(keys: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
-    # keys: (*batch, 2), one key per vmap member; lam: (*batch, *shape)
+def _per_key(
+    fn: Callable[..., torch.Tensor], keys: torch.Tensor, *params: torch.Tensor, out_axis: int = 0
+) -> torch.Tensor:
+    """``fn(key, *params)`` for each key of ``keys`` (``(*batch, 2)``: one key per vmap member
+    of a rejection operator, whose vmap rules put the members first; ``params`` are
+    ``(*batch, ...)``), on the eager vmap, so that each member's loop runs as in NOTE [rejection
+    loops]. The members come out flattened on ``out_axis``."""
     nb = keys.dim() - 1
     if nb == 0:
-        return _poisson_draw(keys, lam)
-    from ._vmap import vmap  # the eager vmap: each member's loop as in NOTE [rejection loops]
+        return fn(keys, *params)
+    from ._vmap import vmap
 
     flat_k = keys.reshape(-1, keys.shape[-1])
-    flat_l = lam.reshape(flat_k.shape[0], *lam.shape[nb:])
-    return vmap(_poisson_draw)(flat_k, flat_l).reshape(lam.shape)
+    flat = [x.reshape(flat_k.shape[0], *x.shape[nb:]) for x in params]
+    return vmap(fn, out_axes=out_axis)(flat_k, *flat)
+
+
+@torch.library.custom_op("functorch_utils::poisson", mutates_args=())
+def _poisson_op(keys: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    return _per_key(_poisson_draw, keys, lam).reshape(lam.shape)
 
 
 @_poisson_op.register_fake

@@ -46,6 +46,7 @@ from ._random import (
     _normal,
     _one_param_args,
     _param_dtype,
+    _per_key,
     _split,
     _to_front,
     _uniform,
@@ -797,15 +798,8 @@ def _binomial_op(
     count_btrs: torch.Tensor,
     q_btrs: torch.Tensor,
 ) -> torch.Tensor:
-    # keys: (*batch, 2), one key per vmap member; the others: (*batch, *shape)
-    nb = keys.dim() - 1
-    if nb == 0:
-        return _binomial_loops(keys, count_inv, q, count_btrs, q_btrs)
-    from ._vmap import vmap  # the eager vmap: each member's loops (NOTE [binomial's loops])
-
-    flat_k = keys.reshape(-1, keys.shape[-1])
-    rest = [x.reshape(flat_k.shape[0], *x.shape[nb:]) for x in (count_inv, q, count_btrs, q_btrs)]
-    out = vmap(_binomial_loops, out_axes=1)(flat_k, *rest)
+    # each vmap member's loops on their own (NOTE [binomial's loops])
+    out = _per_key(_binomial_loops, keys, count_inv, q, count_btrs, q_btrs, out_axis=1)
     return out.reshape(2, *q.shape)
 
 
@@ -868,8 +862,9 @@ def binomial(
     <= 10``, Hormann's BTRS rejection sampler elsewhere, both in ``p``'s floating dtype. Values
     equal JAX's except, rarely, where a rejection test lands within an ulp of its bound (torch's
     ``log`` vs XLA's). ``n`` is floored; NaN or negative ``n`` and NaN or negative ``p`` give
-    NaN, infinite ``n`` gives inf, as JAX (also for ``p`` 0 or 1, where JAX's loop never ends). Under ``jit`` the loops are one custom operator (no
-    graph break). Not differentiable (JAX's is not either).
+    NaN, infinite ``n`` gives inf, as JAX (also for ``p`` 0 or 1, where JAX's loop never
+    ends). Under ``jit`` the loops are one custom operator (no graph break). Not differentiable
+    (JAX's is not either).
 
     Args:
         key: a single key.
