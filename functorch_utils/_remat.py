@@ -36,13 +36,13 @@ from typing import Any
 import torch
 import torch.utils.checkpoint
 from torch.overrides import TorchFunctionMode
-from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from . import _pytree, _torch_hooks
 from ._argnums import (
     check_argnames,
-    check_argnums,
     check_names_taken,
+    optional_argnums,
     positional_params,
     resolve_argnums,
 )
@@ -154,7 +154,7 @@ def checkpoint(
     """
     check_callable("checkpoint", fun)
     check_bool("checkpoint", fun, "prevent_cse", prevent_cse)
-    static = _check_static_argnums(fun, static_argnums)
+    static = optional_argnums("checkpoint", fun_name(fun), static_argnums, what="static_argnums")
     _check_static_argnames(fun, static_argnames)
     if policy is not None and not callable(policy):
         raise_type(
@@ -178,12 +178,6 @@ def checkpoint(
 
 
 remat = checkpoint
-
-
-def _check_static_argnums(fun: Callable[..., Any], static_argnums: Any) -> tuple[int, ...]:
-    if isinstance(static_argnums, (tuple, list)) and len(static_argnums) == 0:
-        return ()
-    return check_argnums("checkpoint", fun_name(fun), static_argnums, what="static_argnums")[0]
 
 
 def _check_static_argnames(fun: Callable[..., Any], static_argnames: Any) -> None:
@@ -217,7 +211,10 @@ def _recompute_on_tape(
     flat = (*args, *kwargs.values())
     rng = _RngState(flat)
     reads = _OutsideReads(f"checkpoint({fun_name(fun)})")
-    contexts = reads.contexts if policy is None else functools.partial(_with_policy, reads, policy)
+    if policy is None or policy is _nothing_saveable:  # torch's own checkpoint saves nothing
+        contexts = reads.contexts
+    else:
+        contexts = functools.partial(_with_policy, reads, policy)
     try:
         return torch.utils.checkpoint.checkpoint(
             run, *flat, use_reentrant=False, context_fn=contexts
@@ -346,11 +343,12 @@ def _tensors_in(items: Any) -> Iterator[torch.Tensor]:
 # NOTE [checkpoint policies]
 # JAX's ``policy`` decides, per primitive, whether a result of the block is saved in the forward
 # pass instead of recomputed in the backward pass. Here the same decision is made per torch
-# operator by torch's selective activation checkpointing (``create_selective_checkpoint_contexts``:
-# a dispatch mode that keeps the results the policy marks and hands them back during the
-# recomputation instead of running those operators again). A policy is a callable
-# ``policy(op, *args, **kwargs) -> bool`` on ATen operators; ``checkpoint_policies`` gives JAX's
-# named ones. Values and derivatives are the same whatever the policy; only memory and
+# operator: a dispatch mode keeps the results the policy marks in the forward pass, and another
+# hands them back during the recomputation instead of running those operators again (as torch's
+# selective activation checkpointing does, except that every recomputation replays them, so the
+# block can be differentiated twice, where torch's frees each result at its first use). A policy
+# is a callable ``policy(op, *args, **kwargs) -> bool`` on ATen operators; ``checkpoint_policies``
+# gives JAX's named ones. Values and derivatives are the same whatever the policy; only memory and
 # recomputation differ. Names (``checkpoint_name``) cannot steer it: torch recomputes a block by
 # running it again in program order and decides about each operator as it runs, before any name
 # is given to its result. So the name-based policies are accepted with the nearest operator-level
@@ -396,18 +394,25 @@ def checkpoint_name(x: Any, name: str) -> Any:
 
 def _with_policy(reads: _OutsideReads, policy: Any) -> tuple[Any, Any]:
     """torch.utils.checkpoint's contexts: the outside-reads record and the policy's modes."""
-
-    def decide(ctx: Any, op: Any, *args: Any, **kwargs: Any) -> Any:
-        save = bool(policy(op, *args, **kwargs))
-        return CheckpointPolicy.MUST_SAVE if save else CheckpointPolicy.PREFER_RECOMPUTE
-
+    kept = _Kept(policy)
     fwd, rec = reads.contexts()
-    sac_fwd, sac_rec = create_selective_checkpoint_contexts(decide)
-    return _Both(fwd, sac_fwd), _Both(rec, sac_rec)
+    return _Both(fwd, _KeepMode(kept)), _Both(rec, _ReplayMode(kept))
+
+
+# Operators never kept: autograd calls detach a different number of times in the forward pass
+# and in a recomputation, and a view must be made from the recomputed base (views are free).
+_NEVER_KEPT = frozenset([torch.ops.aten.detach.default, torch.ops.prim.device.default])
+
+
+def _keepable(op: Any, args: tuple, kwargs: dict[str, Any], policy: Any) -> bool:
+    return (
+        op not in _NEVER_KEPT and not getattr(op, "is_view", False) and policy(op, *args, **kwargs)
+    )
 
 
 class _Both:
-    """Two context managers entered in order and left in reverse."""
+    """Two context managers entered in order and left in reverse; re-enterable (torch enters the
+    recompute context once per recomputation)."""
 
     __slots__ = ("first", "second")
 
@@ -427,6 +432,79 @@ class _Both:
             self.second.__exit__(*exc)
         finally:
             self.first.__exit__(*exc)
+
+
+class _Kept:
+    """The results a policy keeps, per operator in call order, with their inputs' shapes."""
+
+    __slots__ = ("policy", "results")
+
+    def __init__(self, policy: Any) -> None:
+        self.policy = policy
+        self.results: dict[Any, list[tuple[Any, Any]]] = {}
+
+
+def _signature(args: tuple) -> tuple:
+    return tuple((a.shape, a.dtype) for a in args if isinstance(a, torch.Tensor))
+
+
+class _KeepMode(TorchDispatchMode):
+    """Forward pass: keeps the results of the operators the policy marks (NOTE [checkpoint
+    policies])."""
+
+    def __init__(self, kept: _Kept) -> None:
+        super().__init__()
+        self.kept = kept
+
+    def __torch_dispatch__(
+        self, func: Any, types: Any, args: tuple = (), kwargs: Any = None
+    ) -> Any:
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if _keepable(func, args, kwargs, self.kept.policy):
+            value = _pytree.tree_map(
+                lambda t: t.detach() if isinstance(t, torch.Tensor) else t, out
+            )
+            self.kept.results.setdefault(func, []).append((_signature(args), value))
+        return out
+
+
+class _ReplayMode(TorchDispatchMode):
+    """Recomputation: hands back the kept results instead of running those operators again.
+
+    Every recomputation replays from the first kept result, so the block can be differentiated
+    more than once (a second backward pass, or a gradient of a gradient), unlike torch's own
+    selective checkpointing, which frees each result at its first use.
+    """
+
+    def __init__(self, kept: _Kept) -> None:
+        super().__init__()
+        self.kept = kept
+        self.next: dict[Any, int] = {}
+
+    def __enter__(self) -> Any:
+        self.next = {}
+        return super().__enter__()
+
+    def __torch_dispatch__(
+        self, func: Any, types: Any, args: tuple = (), kwargs: Any = None
+    ) -> Any:
+        kwargs = kwargs or {}
+        results = self.kept.results.get(func)
+        if results is not None and _keepable(func, args, kwargs, self.kept.policy):
+            i = self.next.get(func, 0)
+            self.next[func] = i + 1
+            if i < len(results) and results[i][0] == _signature(args):
+                value = results[i][1]
+                return _pytree.tree_map(
+                    lambda t: t.detach() if isinstance(t, torch.Tensor) else t, value
+                )
+            raise RuntimeError(  # the recomputation did not follow the forward pass
+                f"checkpoint: the recomputed block called {func} differently from its forward "
+                "pass, so the kept results cannot be matched; a checkpointed block must compute "
+                "the same operations each time it runs."
+            )
+        return func(*args, **kwargs)
 
 
 def _everything_saveable(op: Any, *args: Any, **kwargs: Any) -> bool:

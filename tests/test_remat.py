@@ -618,3 +618,21 @@ def test_policy_and_name_errors():
     assert fu.checkpoint(lambda x, n: x * n, static_argnames="n")(torch.ones(2), 2.0).sum() == 4
     tree = {"a": torch.ones(2), "b": 1}
     assert fu.checkpoint_name(tree, "t") is tree
+
+
+@pytest.mark.parametrize("name", ["dots", "everything"])
+def test_a_block_with_a_policy_can_be_differentiated_twice(name):
+    # every recomputation replays the kept results (torch's own selective checkpointing frees
+    # them at their first use, so a second backward pass would fail there)
+    g = torch.Generator().manual_seed(1)
+    w = torch.randn(4, 5, generator=g, dtype=torch.float64)
+    v = torch.randn(1, 5, 3, generator=g, dtype=torch.float64)
+    x = torch.randn(2, 4, generator=g, dtype=torch.float64)
+    block = fu.checkpoint(_block, policy=_POLICIES[name])
+    second = fu.grad(lambda w: fu.grad(block)(w, v, x).sum())(w)
+    tree_allclose(second, fu.grad(lambda w: fu.grad(_block)(w, v, x).sum())(w))
+    wr = w.clone().requires_grad_()
+    out = block(wr, v, x)
+    (first,) = torch.autograd.grad(out, wr, retain_graph=True)
+    (again,) = torch.autograd.grad(out, wr)
+    tree_allclose(first, again)
